@@ -1,0 +1,118 @@
+package bridgelite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/nsnet/nsnet/pkg/ipam"
+	"github.com/nsnet/nsnet/pkg/state"
+	"github.com/nsnet/nsnet/pkg/veth"
+)
+
+// Del is the CNI DEL verb. It needs nothing but the container ID and
+// interface name: what to remove comes from the attachment's record.
+func Del(args *skel.CmdArgs) error {
+	return cniError(del(context.Background(), args))
+}
+
+func del(ctx context.Context, args *skel.CmdArgs) error {
+	c, err := LoadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(c.StateDir)
+	if err != nil {
+		return err
+	}
+	rec, err := st.Read(args.ContainerID, args.IfName)
+	switch {
+	case err == nil:
+		return teardown(ctx, st, rec, args)
+	case errors.Is(err, fs.ErrNotExist):
+		return teardownUnrecorded(ctx, c, args)
+	default:
+		return err
+	}
+}
+
+// teardown removes everything rec names and then rec itself. It keeps
+// going past errors so one stuck resource does not leak the others, and
+// keeps the record when something failed so a retried DEL or GC can finish.
+func teardown(ctx context.Context, st *state.Store, rec *state.Record, args *skel.CmdArgs) error {
+	var errs []error
+	if rec.HostVeth != "" {
+		if err := veth.Delete(rec.HostVeth); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := macSpoofDel(rec.HostVeth); err != nil {
+		errs = append(errs, err)
+	}
+	if err := masqDel(st, rec); err != nil {
+		errs = append(errs, err)
+	}
+	if rec.IPAMType != "" {
+		if err := ipamDel(ctx, rec, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("removing %s/%s: %w", rec.ContainerID, rec.IfName, errors.Join(errs...))
+	}
+	return st.Remove(rec.ContainerID, rec.IfName)
+}
+
+func ipamDel(ctx context.Context, rec *state.Record, args *skel.CmdArgs) error {
+	drv, err := ipam.Load(rec.IPAMConf)
+	if err != nil {
+		return err
+	}
+	var hint []net.IP
+	for _, s := range rec.IPs {
+		if ip, _, err := net.ParseCIDR(s); err == nil {
+			hint = append(hint, ip)
+		}
+	}
+	if err := drv.Del(ctx, ipamRequest(args, rec), hint); err != nil {
+		return fmt.Errorf("releasing addresses with %s IPAM: %w", rec.IPAMType, err)
+	}
+	return nil
+}
+
+// teardownUnrecorded handles a DEL with no record: DEL twice, DEL without
+// ADD, or an attachment made by another plugin before a switch to
+// bridge-lite. Our ADD writes the record before creating anything, so only
+// what the config and CNI_NETNS point at can exist.
+func teardownUnrecorded(ctx context.Context, c *Conf, args *skel.CmdArgs) error {
+	var errs []error
+	if err := veth.Delete(veth.HostName(args.ContainerID, args.IfName)); err != nil {
+		errs = append(errs, err)
+	}
+	if args.Netns != "" {
+		if n, err := ns.GetNS(args.Netns); err == nil {
+			if err := veth.DeleteIn(n, args.IfName); err != nil {
+				errs = append(errs, err)
+			}
+			n.Close()
+		}
+	}
+	if c.IPAM.Type != "" {
+		rec := &state.Record{ContainerID: args.ContainerID, IfName: args.IfName, Network: c.Name, IPAMType: c.IPAM.Type, IPAMConf: args.StdinData}
+		if err := ipamDel(ctx, rec, args); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A record whose first write was cut short leaves only its temp file.
+	if st, err := state.Open(c.StateDir); err == nil {
+		if err := st.Remove(args.ContainerID, args.IfName); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,98 @@
+package state
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestWriteReadRemove(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "st"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{ContainerID: "c1", IfName: "eth0", Network: "n", IPs: []string{"10.0.0.2/24"}, Masq: []Masq{{Subnet: "10.0.0.0/24", IP: "10.0.0.2"}}}
+	if err := s.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read("c1", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, r) {
+		t.Fatalf("read %+v, want %+v", got, r)
+	}
+	if _, err := s.Read("c1", "eth1"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing record: err = %v, want ErrNotExist", err)
+	}
+	// A temp file left by a killed Write must go with the record.
+	if err := os.WriteFile(s.path("c1", "eth0")+".tmp", []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("c1", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("c1", "eth0"); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+	ents, _ := os.ReadDir(s.Dir())
+	if len(ents) != 0 {
+		t.Fatalf("files left after remove: %v", ents)
+	}
+}
+
+func TestListSkipsCorruptButReportsIt(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := s.Write(&Record{ContainerID: id, IfName: "eth0", Network: "n"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir(), "bad:eth0.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.List()
+	if err == nil {
+		t.Fatal("corrupt record not reported")
+	}
+	if len(recs) != 2 {
+		t.Fatalf("got %d records, want 2", len(recs))
+	}
+}
+
+func TestAttachmentNamesDoNotCollide(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.path("a_b", "c") == s.path("a", "b_c") {
+		t.Fatal("distinct attachments share a file name")
+	}
+}
+
+func TestLockExcludesAndTimesOut(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lock(30 * time.Millisecond); !errors.Is(err, ErrLockTimeout) {
+		t.Fatalf("second lock: err = %v, want ErrLockTimeout", err)
+	}
+	unlock()
+	unlock2, err := s.Lock(time.Second)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}
