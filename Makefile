@@ -1,6 +1,9 @@
 # nsnet build, install and test entry points. Tests, the demo and the benchmark need root:
 # they create throw-away network namespaces and never touch the root netns.
 
+# A fresh Debian machine has Go in /usr/local/go but not always on PATH.
+export PATH := /usr/local/go/bin:$(PATH)
+
 GO          ?= go
 PREFIX      ?= /usr/local
 CNI_BIN_DIR ?= /opt/cni/bin

@@ -34,7 +34,10 @@ type Conf struct {
 	MacSpoofChk         bool    `json:"macspoofchk"`
 	EnableDad           bool    `json:"enabledad"`
 	PortIsolation       bool    `json:"portIsolation"`
-	Args                struct {
+	// VlanTrunk is the reference plugin's trunk-port list, which
+	// bridge-lite does not implement; it is decoded only to be refused.
+	VlanTrunk json.RawMessage `json:"vlanTrunk,omitempty"`
+	Args      struct {
 		Cni struct {
 			Mac string `json:"mac,omitempty"`
 		} `json:"cni"`
@@ -125,6 +128,9 @@ func (c *Conf) validate() error {
 	}
 	if c.StateDir == "" || !strings.HasPrefix(c.StateDir, "/") {
 		return configError("invalid stateDir %q: want an absolute path", c.StateDir)
+	}
+	if len(c.VlanTrunk) > 0 && string(c.VlanTrunk) != "null" {
+		return types.NewError(types.ErrUnsupportedField, fmt.Sprintf("unsupported field vlanTrunk=%s: trunk ports are not implemented", c.VlanTrunk), "")
 	}
 	if c.Vlan != 0 && c.IsGateway {
 		return configError("vlan together with isGateway is not supported: give the gateway to a router on the VLAN")

@@ -63,6 +63,7 @@ func TestLoadConf(t *testing.T) {
 				}
 			},
 		},
+		{name: "vlanTrunk unsupported", conf: `{"cniVersion":"1.0.0","name":"n","vlanTrunk":[{"id":5}]}`, code: types.ErrUnsupportedField},
 		{name: "bad json", conf: `{"name":`, code: types.ErrDecodingFailure},
 		{name: "wrong type of field", conf: `{"cniVersion":"1.0.0","name":"n","mtu":"big"}`, code: types.ErrDecodingFailure},
 		{name: "no name", conf: `{"cniVersion":"1.0.0","type":"bridge-lite"}`, code: types.ErrInvalidNetworkConfig},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"sync"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -45,25 +46,25 @@ func del(ctx context.Context, args *skel.CmdArgs) error {
 // going past errors so one stuck resource does not leak the others, and
 // keeps the record when something failed so a retried DEL or GC can finish.
 func teardown(ctx context.Context, st *state.Store, rec *state.Record, args *skel.CmdArgs) error {
-	var errs []error
+	// Deleting a veth and deleting nftables elements each wait for an RCU
+	// grace period in the kernel (~10-20 ms); they are independent, so
+	// they wait together.
+	var vethErr error
+	var wg sync.WaitGroup
 	if rec.HostVeth != "" {
-		if err := veth.Delete(rec.HostVeth); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vethErr = veth.Delete(rec.HostVeth)
+		}()
 	}
-	if err := macSpoofDel(rec.HostVeth); err != nil {
-		errs = append(errs, err)
-	}
-	if err := masqDel(st, rec); err != nil {
-		errs = append(errs, err)
-	}
+	errs := []error{macSpoofDel(rec.HostVeth), masqDel(st, rec)}
 	if rec.IPAMType != "" {
-		if err := ipamDel(ctx, rec, args); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, ipamDel(ctx, rec, args))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("removing %s/%s: %w", rec.ContainerID, rec.IfName, errors.Join(errs...))
+	wg.Wait()
+	if err := errors.Join(append(errs, vethErr)...); err != nil {
+		return fmt.Errorf("removing %s/%s: %w", rec.ContainerID, rec.IfName, err)
 	}
 	return st.Remove(rec.ContainerID, rec.IfName)
 }

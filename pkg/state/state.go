@@ -72,8 +72,10 @@ func (s *Store) path(containerID, ifName string) string {
 	return filepath.Join(s.dir, containerID+":"+ifName+suffix)
 }
 
-// Write stores r atomically and durably: a reader sees the old record or the
-// new one, never a torn file, even if the process is killed mid-write.
+// Write stores r atomically: a reader sees the old record or the new one,
+// never a torn file, even if the process is killed mid-write. The data is
+// synced before the rename; the directory is not, because a power loss that
+// could undo the rename also ends every container the record describes.
 func (s *Store) Write(r *Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -101,18 +103,6 @@ func (s *Store) Write(r *Record) error {
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("writing state %s: %w", final, err)
-	}
-	return syncDir(s.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
 }
