@@ -67,7 +67,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if old, err := st.Read(args.ContainerID, args.IfName); err == nil {
+	if old, err := readRecord(st, args.ContainerID, args.IfName); err == nil {
 		if old.Complete {
 			return fmt.Errorf("%s/%s is already attached to network %q: DEL it before adding it again", args.ContainerID, args.IfName, old.Network)
 		}
@@ -79,7 +79,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 		return err
 	}
 
-	rec := &state.Record{
+	rec := &record{
 		ContainerID: args.ContainerID,
 		IfName:      args.IfName,
 		Network:     c.Name,
@@ -96,7 +96,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 		rec.IPAMConf = args.StdinData
 	}
 	// Write-ahead: the record names every resource before it exists.
-	if err := st.Write(rec); err != nil {
+	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
 		return err
 	}
 	var u undo.Stack
@@ -136,7 +136,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	if c.IPMasq {
 		rec.MasqBackend, rec.Masq = masqBackend(c), masqEntries(res.IPs)
 	}
-	if err := st.Write(rec); err != nil {
+	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
 		return err
 	}
 
@@ -203,7 +203,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	}
 
 	rec.Complete = true
-	if err := st.Write(rec); err != nil {
+	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
 		return err
 	}
 	done = true
@@ -222,7 +222,7 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	return types.PrintResult(res, c.CNIVersion)
 }
 
-func ipamRequest(args *skel.CmdArgs, rec *state.Record) ipam.Request {
+func ipamRequest(args *skel.CmdArgs, rec *record) ipam.Request {
 	return ipam.Request{
 		Stdin:      rec.IPAMConf,
 		Network:    rec.Network,

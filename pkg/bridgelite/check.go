@@ -40,7 +40,7 @@ func check(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	rec, err := st.Read(args.ContainerID, args.IfName)
+	rec, err := readRecord(st, args.ContainerID, args.IfName)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no record of an ADD of %s/%s", args.ContainerID, args.IfName)
@@ -106,7 +106,7 @@ func check(ctx context.Context, args *skel.CmdArgs) error {
 	return nil
 }
 
-func checkHostSide(rec *state.Record) error {
+func checkHostSide(rec *record) error {
 	br, err := netlinksafe.LinkByName(rec.Bridge)
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", rec.Bridge, err)

@@ -31,7 +31,7 @@ func del(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	rec, err := st.Read(args.ContainerID, args.IfName)
+	rec, err := readRecord(st, args.ContainerID, args.IfName)
 	switch {
 	case err == nil:
 		return teardown(ctx, st, rec, args)
@@ -45,7 +45,7 @@ func del(ctx context.Context, args *skel.CmdArgs) error {
 // teardown removes everything rec names and then rec itself. It keeps
 // going past errors so one stuck resource does not leak the others, and
 // keeps the record when something failed so a retried DEL or GC can finish.
-func teardown(ctx context.Context, st *state.Store, rec *state.Record, args *skel.CmdArgs) error {
+func teardown(ctx context.Context, st *state.Store, rec *record, args *skel.CmdArgs) error {
 	// Deleting a veth and deleting nftables elements each wait for an RCU
 	// grace period in the kernel (~10-20 ms); they are independent, so
 	// they wait together.
@@ -69,7 +69,7 @@ func teardown(ctx context.Context, st *state.Store, rec *state.Record, args *ske
 	return st.Remove(rec.ContainerID, rec.IfName)
 }
 
-func ipamDel(ctx context.Context, rec *state.Record, args *skel.CmdArgs) error {
+func ipamDel(ctx context.Context, rec *record, args *skel.CmdArgs) error {
 	drv, err := ipam.Load(rec.IPAMConf)
 	if err != nil {
 		return err
@@ -104,7 +104,7 @@ func teardownUnrecorded(ctx context.Context, c *Conf, args *skel.CmdArgs) error 
 		}
 	}
 	if c.IPAM.Type != "" {
-		rec := &state.Record{ContainerID: args.ContainerID, IfName: args.IfName, Network: c.Name, IPAMType: c.IPAM.Type, IPAMConf: args.StdinData}
+		rec := &record{ContainerID: args.ContainerID, IfName: args.IfName, Network: c.Name, IPAMType: c.IPAM.Type, IPAMConf: args.StdinData}
 		if err := ipamDel(ctx, rec, args); err != nil {
 			errs = append(errs, err)
 		}

@@ -2,6 +2,7 @@ package bridgelite
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -44,12 +45,17 @@ func gc(ctx context.Context, args *skel.CmdArgs) error {
 	if listErr != nil {
 		errs = append(errs, listErr)
 	}
-	for _, rec := range recs {
+	for _, e := range recs {
+		var rec record
+		if err := json.Unmarshal(e.Data, &rec); err != nil {
+			errs = append(errs, fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err))
+			continue
+		}
 		if rec.Network != c.Name || keep[ipam.Attachment{ContainerID: rec.ContainerID, IfName: rec.IfName}] {
 			continue
 		}
 		recArgs := &skel.CmdArgs{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.NetNS, StdinData: args.StdinData, Path: args.Path}
-		if err := teardown(ctx, st, rec, recArgs); err != nil {
+		if err := teardown(ctx, st, &rec, recArgs); err != nil {
 			errs = append(errs, err)
 		}
 	}

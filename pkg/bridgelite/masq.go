@@ -19,16 +19,16 @@ func masqBackend(c *Conf) string {
 	return ""
 }
 
-func masqEntries(ips []*current.IPConfig) []state.Masq {
-	var out []state.Masq
+func masqEntries(ips []*current.IPConfig) []masqRecord {
+	var out []masqRecord
 	for _, ipc := range ips {
 		subnet := net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask}
-		out = append(out, state.Masq{Subnet: subnet.String(), IP: ipc.Address.IP.String()})
+		out = append(out, masqRecord{Subnet: subnet.String(), IP: ipc.Address.IP.String()})
 	}
 	return out
 }
 
-func natEntry(network string, m state.Masq) (nat.MasqEntry, error) {
+func natEntry(network string, m masqRecord) (nat.MasqEntry, error) {
 	ip := net.ParseIP(m.IP)
 	_, subnet, err := net.ParseCIDR(m.Subnet)
 	if ip == nil || err != nil {
@@ -40,7 +40,7 @@ func natEntry(network string, m state.Masq) (nat.MasqEntry, error) {
 // masqAdd installs the record's masquerade entries under the store lock
 // (masquerade structures are shared by a network's attachments) and
 // registers their removal.
-func masqAdd(u *undo.Stack, st *state.Store, rec *state.Record) error {
+func masqAdd(u *undo.Stack, st *state.Store, rec *record) error {
 	m, err := nat.NewMasquerader(rec.MasqBackend)
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func masqAdd(u *undo.Stack, st *state.Store, rec *state.Record) error {
 }
 
 // masqDel removes the record's masquerade entries; missing ones are fine.
-func masqDel(st *state.Store, rec *state.Record) error {
+func masqDel(st *state.Store, rec *record) error {
 	if len(rec.Masq) == 0 {
 		return nil
 	}
@@ -97,7 +97,7 @@ func masqDel(st *state.Store, rec *state.Record) error {
 	return errors.Join(errs...)
 }
 
-func masqCheck(rec *state.Record) error {
+func masqCheck(rec *record) error {
 	if len(rec.Masq) == 0 {
 		return nil
 	}

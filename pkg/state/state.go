@@ -2,9 +2,10 @@
 // DEL, CHECK and GC can undo exactly what ADD did even when the caller gives
 // them nothing: no netns, no prevResult, or a network renamed since ADD.
 //
-// Records are written before the resources they describe are created
-// (write-ahead), so after a crash at any point the record names a superset of
-// what exists and teardown from it is always complete.
+// Plugins write a record before creating the resources it describes
+// (write-ahead), so after a crash at any point the record names a superset
+// of what exists and teardown from it is always complete. The record's
+// content is the plugin's own type.
 package state
 
 import (
@@ -19,34 +20,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Masq is one masquerade entry made for an attachment.
-type Masq struct {
-	Subnet string `json:"subnet"`
-	IP     string `json:"ip"`
-}
-
-// Record describes one attachment (container ID + interface name).
-type Record struct {
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifName"`
-	// Network is the network name at ADD time; IPAM stores and NAT
-	// structures are keyed by it, so it outlives a rename of the config.
-	Network  string `json:"network"`
-	NetNS    string `json:"netns,omitempty"`
-	Bridge   string `json:"bridge,omitempty"`
-	HostVeth string `json:"hostVeth,omitempty"`
-	IPAMType string `json:"ipamType,omitempty"`
-	// IPAMConf is the ADD-time network config, kept so that DEL and GC can
-	// call a delegated IPAM plugin with what it saw at ADD.
-	IPAMConf    json.RawMessage `json:"ipamConf,omitempty"`
-	IPs         []string        `json:"ips,omitempty"`
-	MasqBackend string          `json:"masqBackend,omitempty"`
-	Masq        []Masq          `json:"masq,omitempty"`
-	// Complete is set once ADD returned success; a record without it
-	// belongs to an ADD that failed or was killed.
-	Complete bool `json:"complete"`
-}
 
 // Store is a directory of records.
 type Store struct {
@@ -72,16 +45,16 @@ func (s *Store) path(containerID, ifName string) string {
 	return filepath.Join(s.dir, containerID+":"+ifName+suffix)
 }
 
-// Write stores r atomically: a reader sees the old record or the new one,
+// Write stores v, JSON-encoded, as the record of an attachment, atomically: a reader sees the old record or the new one,
 // never a torn file, even if the process is killed mid-write. The data is
 // synced before the rename; the directory is not, because a power loss that
 // could undo the rename also ends every container the record describes.
-func (s *Store) Write(r *Record) error {
-	data, err := json.Marshal(r)
+func (s *Store) Write(containerID, ifName string, v any) error {
+	data, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encoding state of %s/%s: %w", r.ContainerID, r.IfName, err)
+		return fmt.Errorf("encoding state of %s/%s: %w", containerID, ifName, err)
 	}
-	final := s.path(r.ContainerID, r.IfName)
+	final := s.path(containerID, ifName)
 	// Only one operation runs per attachment at a time (CNI forbids
 	// concurrent calls for the same container), so a fixed temp name is safe
 	// and Remove can find a temp file left by a crash.
@@ -107,22 +80,21 @@ func (s *Store) Write(r *Record) error {
 	return nil
 }
 
-// Read returns the record of an attachment; the error wraps fs.ErrNotExist
-// when there is none.
-func (s *Store) Read(containerID, ifName string) (*Record, error) {
-	return readFile(s.path(containerID, ifName))
+// Read decodes the record of an attachment into v; the error wraps
+// fs.ErrNotExist when there is none.
+func (s *Store) Read(containerID, ifName string, v any) error {
+	return readFile(s.path(containerID, ifName), v)
 }
 
-func readFile(path string) (*Record, error) {
+func readFile(path string, v any) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var r Record
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("decoding state %s: %w", path, err)
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decoding state %s: %w", path, err)
 	}
-	return &r, nil
+	return nil
 }
 
 // Remove deletes the record of an attachment and any temp file a crashed
@@ -138,9 +110,15 @@ func (s *Store) Remove(containerID, ifName string) error {
 	return errors.Join(errs...)
 }
 
-// List returns every record in the store. A record that cannot be decoded is
+// Entry is one stored record, undecoded.
+type Entry struct {
+	ContainerID, IfName string
+	Data                json.RawMessage
+}
+
+// List returns every record in the store. A record that cannot be read is
 // reported in the error but does not hide the others.
-func (s *Store) List() ([]*Record, error) {
+func (s *Store) List() ([]Entry, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -148,18 +126,23 @@ func (s *Store) List() ([]*Record, error) {
 		}
 		return nil, fmt.Errorf("listing state dir: %w", err)
 	}
-	var recs []*Record
+	var recs []Entry
 	var errs []error
 	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), suffix) {
+		name, ok := strings.CutSuffix(e.Name(), suffix)
+		if !ok {
 			continue
 		}
-		r, err := readFile(filepath.Join(s.dir, e.Name()))
-		if err != nil {
+		id, ifName, ok := strings.Cut(name, ":")
+		if !ok {
+			continue
+		}
+		var raw json.RawMessage
+		if err := readFile(filepath.Join(s.dir, e.Name()), &raw); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		recs = append(recs, r)
+		recs = append(recs, Entry{ContainerID: id, IfName: ifName, Data: raw})
 	}
 	return recs, errors.Join(errs...)
 }

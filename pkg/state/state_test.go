@@ -15,18 +15,22 @@ func TestWriteReadRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Record{ContainerID: "c1", IfName: "eth0", Network: "n", IPs: []string{"10.0.0.2/24"}, Masq: []Masq{{Subnet: "10.0.0.0/24", IP: "10.0.0.2"}}}
-	if err := s.Write(r); err != nil {
+	type rec struct {
+		Network string
+		IPs     []string
+	}
+	r := rec{Network: "n", IPs: []string{"10.0.0.2/24"}}
+	if err := s.Write("c1", "eth0", r); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Read("c1", "eth0")
-	if err != nil {
+	var got rec
+	if err := s.Read("c1", "eth0", &got); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, r) {
 		t.Fatalf("read %+v, want %+v", got, r)
 	}
-	if _, err := s.Read("c1", "eth1"); !errors.Is(err, fs.ErrNotExist) {
+	if err := s.Read("c1", "eth1", &got); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing record: err = %v, want ErrNotExist", err)
 	}
 	// A temp file left by a killed Write must go with the record.
@@ -51,7 +55,7 @@ func TestListSkipsCorruptButReportsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b"} {
-		if err := s.Write(&Record{ContainerID: id, IfName: "eth0", Network: "n"}); err != nil {
+		if err := s.Write(id, "eth0", map[string]string{"network": "n"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,8 +66,8 @@ func TestListSkipsCorruptButReportsIt(t *testing.T) {
 	if err == nil {
 		t.Fatal("corrupt record not reported")
 	}
-	if len(recs) != 2 {
-		t.Fatalf("got %d records, want 2", len(recs))
+	if len(recs) != 2 || recs[0].ContainerID != "a" || recs[1].IfName != "eth0" {
+		t.Fatalf("got records %+v, want a/eth0 and b/eth0", recs)
 	}
 }
 
