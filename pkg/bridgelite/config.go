@@ -9,6 +9,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/nsnet/nsnet/pkg/cniutil"
 )
 
 // DefaultStateDir holds the per-attachment records. It is on disk, not
@@ -53,10 +55,7 @@ type Conf struct {
 	mac net.HardwareAddr
 }
 
-// configError marks a configuration as invalid (CNI code 7).
-func configError(format string, a ...any) error {
-	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
-}
+var configError = cniutil.ConfigError
 
 // LoadConf parses and validates stdin, applies defaults, and picks the
 // container MAC. envArgs is CNI_ARGS.

@@ -124,15 +124,3 @@ func FuzzLoadConf(f *testing.F) {
 		}
 	})
 }
-
-func TestCNIErrorKeepsCode(t *testing.T) {
-	inner := types.NewError(types.ErrInvalidNetworkConfig, "bad", "")
-	err := cniError(errors.Join(errors.New("outer"), inner))
-	var te *types.Error
-	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig {
-		t.Fatalf("got %v, want code 7", err)
-	}
-	if err := cniError(errors.New("plain")); err.(*types.Error).Code != types.ErrInternal {
-		t.Fatalf("plain error got code %d", err.(*types.Error).Code)
-	}
-}

@@ -46,12 +46,21 @@ func gc(ctx context.Context, args *skel.CmdArgs) error {
 		errs = append(errs, listErr)
 	}
 	for _, e := range recs {
+		if keep[ipam.Attachment{ContainerID: e.ContainerID, IfName: e.IfName}] {
+			continue
+		}
+		if e.Data == nil {
+			if err := st.Remove(e.ContainerID, e.IfName); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		var rec record
 		if err := json.Unmarshal(e.Data, &rec); err != nil {
 			errs = append(errs, fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err))
 			continue
 		}
-		if rec.Network != c.Name || keep[ipam.Attachment{ContainerID: rec.ContainerID, IfName: rec.IfName}] {
+		if rec.Network != c.Name {
 			continue
 		}
 		recArgs := &skel.CmdArgs{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.NetNS, StdinData: args.StdinData, Path: args.Path}

@@ -110,14 +110,17 @@ func (s *Store) Remove(containerID, ifName string) error {
 	return errors.Join(errs...)
 }
 
-// Entry is one stored record, undecoded.
+// Entry is one stored record, undecoded. Data is nil for a torn record: the
+// first Write of an attachment was cut short, so only its temp file exists
+// and, the write being ahead of everything else, nothing else was made.
 type Entry struct {
 	ContainerID, IfName string
 	Data                json.RawMessage
 }
 
-// List returns every record in the store. A record that cannot be read is
-// reported in the error but does not hide the others.
+// List returns every record in the store, torn ones included. A record
+// that cannot be read is reported in the error but does not hide the
+// others.
 func (s *Store) List() ([]Entry, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -126,15 +129,27 @@ func (s *Store) List() ([]Entry, error) {
 		}
 		return nil, fmt.Errorf("listing state dir: %w", err)
 	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+	}
 	var recs []Entry
 	var errs []error
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), suffix)
+		torn := false
 		if !ok {
-			continue
+			if name, ok = strings.CutSuffix(e.Name(), suffix+".tmp"); !ok || names[name+suffix] {
+				continue
+			}
+			torn = true
 		}
 		id, ifName, ok := strings.Cut(name, ":")
 		if !ok {
+			continue
+		}
+		if torn {
+			recs = append(recs, Entry{ContainerID: id, IfName: ifName})
 			continue
 		}
 		var raw json.RawMessage

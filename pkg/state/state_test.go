@@ -69,6 +69,17 @@ func TestListSkipsCorruptButReportsIt(t *testing.T) {
 	if len(recs) != 2 || recs[0].ContainerID != "a" || recs[1].IfName != "eth0" {
 		t.Fatalf("got records %+v, want a/eth0 and b/eth0", recs)
 	}
+	// A temp file next to its record is an interrupted update, not a
+	// torn record; alone it is a torn first write.
+	for _, n := range []string{"a:eth0.json.tmp", "c:eth1.json.tmp"} {
+		if err := os.WriteFile(filepath.Join(s.Dir(), n), []byte("{"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, _ = s.List()
+	if len(recs) != 3 || recs[2].ContainerID != "c" || recs[2].IfName != "eth1" || recs[2].Data != nil {
+		t.Fatalf("got records %+v, want a, b and a torn c/eth1", recs)
+	}
 }
 
 func TestAttachmentNamesDoNotCollide(t *testing.T) {
