@@ -1,0 +1,62 @@
+package portmap
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/nsnet/nsnet/pkg/ipam"
+	"github.com/nsnet/nsnet/pkg/state"
+)
+
+// GC is the CNI GC verb: it withdraws the mappings of every attachment of
+// this network missing from the runtime's valid list.
+func GC(args *skel.CmdArgs) error {
+	return cniError(gc(args))
+}
+
+func gc(args *skel.CmdArgs) error {
+	c, err := LoadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid, known, err := ipam.ParseValidAttachments(args.StdinData)
+	if err != nil || !known {
+		// Without the list, stale and live look alike: free nothing.
+		return err
+	}
+	keep := map[ipam.Attachment]bool{}
+	for _, a := range valid {
+		keep[a] = true
+	}
+	st, err := state.Open(c.StateDir)
+	if err != nil {
+		return err
+	}
+	entries, err := st.List()
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range entries {
+		if keep[ipam.Attachment{ContainerID: e.ContainerID, IfName: e.IfName}] {
+			continue
+		}
+		if e.Data == nil {
+			errs = append(errs, st.Remove(e.ContainerID, e.IfName))
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(e.Data, &rec); err != nil {
+			errs = append(errs, fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err))
+			continue
+		}
+		if rec.Network != c.Name {
+			continue
+		}
+		errs = append(errs, teardown(st, e.ContainerID, e.IfName, &rec))
+	}
+	return errors.Join(errs...)
+}
