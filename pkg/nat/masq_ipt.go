@@ -24,35 +24,48 @@ const (
 	iptMaxJumpCopies = 16
 )
 
-// iptMasq is the iptables backend; see the package documentation for the layout.
-type iptMasq struct {
+// iptHandles runs iptables and ip6tables for the iptables backends.
+type iptHandles struct {
 	v4 *iptables.IPTables
 	// ip6tables is optional on an IPv4-only host; its absence only fails IPv6 entries.
 	v6    *iptables.IPTables
 	v6Err error
 }
 
-func newIptMasq() (*iptMasq, error) {
+func newIptHandles() (iptHandles, error) {
 	v4, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv4))
 	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
+		return iptHandles{}, fmt.Errorf("iptables: %w", err)
 	}
-	m := &iptMasq{v4: v4}
-	m.v6, m.v6Err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv6))
-	return m, nil
+	h := iptHandles{v4: v4}
+	h.v6, h.v6Err = iptables.New(iptables.IPFamily(iptables.ProtocolIPv6))
+	return h, nil
+}
+
+func (h iptHandles) handle(v6 bool) (*iptables.IPTables, error) {
+	if !v6 {
+		return h.v4, nil
+	}
+	if h.v6Err != nil {
+		return nil, fmt.Errorf("ip6tables: %w", h.v6Err)
+	}
+	return h.v6, nil
+}
+
+// iptMasq is the iptables backend; see the package documentation for the layout.
+type iptMasq struct {
+	iptHandles
+}
+
+func newIptMasq() (*iptMasq, error) {
+	h, err := newIptHandles()
+	if err != nil {
+		return nil, err
+	}
+	return &iptMasq{h}, nil
 }
 
 func (*iptMasq) Backend() string { return BackendIptables }
-
-func (m *iptMasq) handle(v6 bool) (*iptables.IPTables, error) {
-	if !v6 {
-		return m.v4, nil
-	}
-	if m.v6Err != nil {
-		return nil, fmt.Errorf("ip6tables: %w", m.v6Err)
-	}
-	return m.v6, nil
-}
 
 func iptNetChain(network string) string { return iptNetChainPfx + netHash(network) }
 
@@ -193,41 +206,62 @@ func isIptBusy(err error) bool {
 
 // iptList returns the rules of a nat chain and whether the chain exists.
 func iptList(ipt *iptables.IPTables, chain string) ([]iptRule, bool, error) {
-	lines, err := ipt.List(iptNatTable, chain)
-	if err != nil {
-		if exists, cerr := ipt.ChainExists(iptNatTable, chain); cerr == nil && !exists {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("listing nat chain %s: %w", chain, err)
+	lines, exists, err := iptListLines(ipt, iptNatTable, chain)
+	if err != nil || !exists {
+		return nil, exists, err
 	}
 	return parseIptRules(lines, chain), true, nil
 }
 
+// iptListLines returns the iptables -S lines of a chain and whether the chain exists.
+func iptListLines(ipt *iptables.IPTables, table, chain string) ([]string, bool, error) {
+	lines, err := ipt.List(table, chain)
+	if err != nil {
+		if exists, cerr := ipt.ChainExists(table, chain); cerr == nil && !exists {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("listing %s chain %s: %w", table, chain, err)
+	}
+	return lines, true, nil
+}
+
 func iptEnsureChain(ipt *iptables.IPTables, chain string) error {
-	err := ipt.NewChain(iptNatTable, chain)
+	return iptEnsureChainIn(ipt, iptNatTable, chain)
+}
+
+func iptEnsureChainIn(ipt *iptables.IPTables, table, chain string) error {
+	err := ipt.NewChain(table, chain)
 	if err == nil {
 		return nil
 	}
 	if isIptExitOne(err) {
-		if exists, cerr := ipt.ChainExists(iptNatTable, chain); cerr == nil && exists {
+		if exists, cerr := ipt.ChainExists(table, chain); cerr == nil && exists {
 			return nil
 		}
 	}
-	return fmt.Errorf("creating nat chain %s: %w", chain, err)
+	return fmt.Errorf("creating %s chain %s: %w", table, chain, err)
 }
 
 func iptDelete(ipt *iptables.IPTables, chain string, spec []string) error {
-	if err := ipt.Delete(iptNatTable, chain, spec...); err != nil && !isIptNotExist(err) {
-		return fmt.Errorf("deleting %q from nat chain %s: %w", strings.Join(spec, " "), chain, err)
+	return iptDeleteIn(ipt, iptNatTable, chain, spec)
+}
+
+func iptDeleteIn(ipt *iptables.IPTables, table, chain string, spec []string) error {
+	if err := ipt.Delete(table, chain, spec...); err != nil && !isIptNotExist(err) {
+		return fmt.Errorf("deleting %q from %s chain %s: %w", strings.Join(spec, " "), table, chain, err)
 	}
 	return nil
 }
 
 // iptRemoveChain flushes and deletes a nat chain unless it is gone or still referenced.
 func iptRemoveChain(ipt *iptables.IPTables, chain string) error {
-	err := ipt.ClearAndDeleteChain(iptNatTable, chain)
+	return iptRemoveChainIn(ipt, iptNatTable, chain)
+}
+
+func iptRemoveChainIn(ipt *iptables.IPTables, table, chain string) error {
+	err := ipt.ClearAndDeleteChain(table, chain)
 	if err != nil && !isIptNotExist(err) && !isIptBusy(err) {
-		return fmt.Errorf("removing nat chain %s: %w", chain, err)
+		return fmt.Errorf("removing %s chain %s: %w", table, chain, err)
 	}
 	return nil
 }

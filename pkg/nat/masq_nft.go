@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -410,6 +411,16 @@ func syncIntervals(c *nftables.Conn, s *nftables.Set, have []interval, want []ne
 	return nil
 }
 
+// nftSetIDMu serialises Conn.AddSet: google/nftables v0.3.0 numbers new sets with a global
+// counter that it does not guard, so concurrent callers in one process race on it.
+var nftSetIDMu sync.Mutex
+
+func nftAddSet(c *nftables.Conn, s *nftables.Set) error {
+	nftSetIDMu.Lock()
+	defer nftSetIDMu.Unlock()
+	return c.AddSet(s, nil)
+}
+
 func nftRetry(op func(c *nftables.Conn) error) error {
 	var err error
 	for range nftMaxAttempts {
@@ -480,13 +491,13 @@ func nftAdd(c *nftables.Conn, e entry, full bool) error {
 	src, dst := st.src, st.dst
 	if src == nil {
 		src = &nftables.Set{Table: t, Name: names.src, KeyType: fam.keyType, IsMap: true, DataType: fam.keyType, Comment: names.comment}
-		if err := c.AddSet(src, nil); err != nil {
+		if err := nftAddSet(c, src); err != nil {
 			return fmt.Errorf("adding map %s: %w", src.Name, err)
 		}
 	}
 	if dst == nil {
 		dst = &nftables.Set{Table: t, Name: names.dst, KeyType: fam.keyType, Interval: true, Comment: names.comment}
-		if err := c.AddSet(dst, nil); err != nil {
+		if err := nftAddSet(c, dst); err != nil {
 			return fmt.Errorf("adding set %s: %w", dst.Name, err)
 		}
 	}

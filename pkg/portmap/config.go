@@ -99,8 +99,16 @@ func (m *Mapping) normalize() error {
 			return fmt.Errorf("%s %d (range %d): ports must be within 1..65535", p.name, p.port, m.Range)
 		}
 	}
-	if m.HostIP != "" && net.ParseIP(m.HostIP) == nil {
-		return fmt.Errorf("hostIP %q is not an IP address", m.HostIP)
+	if m.HostIP != "" {
+		ip := net.ParseIP(m.HostIP)
+		if ip == nil {
+			return fmt.Errorf("hostIP %q is not an IP address", m.HostIP)
+		}
+		// IPv4 reaches 127.0.0.1 through route_localnet; IPv6 has no
+		// such switch, so a mapping on ::1 could never carry traffic.
+		if ip.Equal(net.IPv6loopback) {
+			return fmt.Errorf("hostIP ::1 cannot be published: the kernel does not route IPv6 loopback traffic to other interfaces")
+		}
 	}
 	return nil
 }

@@ -44,6 +44,7 @@ func TestLoadConf(t *testing.T) {
 		{name: "container port 0", conf: `{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":0}]}}`, code: types.ErrInvalidNetworkConfig},
 		{name: "unknown protocol", conf: `{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"icmp"}]}}`, code: types.ErrInvalidNetworkConfig},
 		{name: "bad hostIP", conf: `{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"300.1.1.1"}]}}`, code: types.ErrInvalidNetworkConfig},
+		{name: "IPv6 loopback hostIP", conf: `{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"::1"}]}}`, code: types.ErrInvalidNetworkConfig},
 		{name: "bad backend", conf: `{"cniVersion":"1.0.0","name":"n","backend":"pf"}`, code: types.ErrInvalidNetworkConfig},
 		{name: "no name", conf: `{"cniVersion":"1.0.0"}`, code: types.ErrInvalidNetworkConfig},
 		{name: "bad json", conf: `{`, code: types.ErrDecodingFailure},
