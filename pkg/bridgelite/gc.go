@@ -28,9 +28,17 @@ func gc(ctx context.Context, args *skel.CmdArgs) error {
 		return err
 	}
 	// Without the list we cannot tell stale from live; freeing nothing is
-	// the only safe reading.
+	// the only safe reading. A delegated IPAM plugin still gets the GC, as
+	// the spec requires, and decides for itself.
 	if !known {
-		return nil
+		if c.IPAM.Type == "" || c.IPAM.Type == "host-local" {
+			return nil
+		}
+		drv, err := ipam.Load(args.StdinData)
+		if err != nil {
+			return err
+		}
+		return drv.GC(ctx, ipam.Request{Stdin: args.StdinData, Network: c.Name}, nil)
 	}
 	keep := map[ipam.Attachment]bool{}
 	for _, a := range valid {
@@ -40,34 +48,19 @@ func gc(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	recs, listErr := st.List()
-	var errs []error
-	if listErr != nil {
-		errs = append(errs, listErr)
-	}
-	for _, e := range recs {
-		if keep[ipam.Attachment{ContainerID: e.ContainerID, IfName: e.IfName}] {
-			continue
-		}
-		if e.Data == nil {
-			if err := st.Remove(e.ContainerID, e.IfName); err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
+	errs := []error{st.Sweep(func(id, ifName string) bool {
+		return keep[ipam.Attachment{ContainerID: id, IfName: ifName}]
+	}, func(e state.Entry) error {
 		var rec record
 		if err := json.Unmarshal(e.Data, &rec); err != nil {
-			errs = append(errs, fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err))
-			continue
+			return fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err)
 		}
 		if rec.Network != c.Name {
-			continue
+			return nil
 		}
 		recArgs := &skel.CmdArgs{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.NetNS, StdinData: args.StdinData, Path: args.Path}
-		if err := teardown(ctx, st, &rec, recArgs); err != nil {
-			errs = append(errs, err)
-		}
-	}
+		return teardown(ctx, st, &rec, recArgs)
+	})}
 	if c.IPAM.Type != "" {
 		drv, err := ipam.Load(args.StdinData)
 		if err == nil {

@@ -2,7 +2,6 @@ package portmap
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -35,28 +34,16 @@ func gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	entries, err := st.List()
-	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, e := range entries {
-		if keep[ipam.Attachment{ContainerID: e.ContainerID, IfName: e.IfName}] {
-			continue
-		}
-		if e.Data == nil {
-			errs = append(errs, st.Remove(e.ContainerID, e.IfName))
-			continue
-		}
+	return st.Sweep(func(id, ifName string) bool {
+		return keep[ipam.Attachment{ContainerID: id, IfName: ifName}]
+	}, func(e state.Entry) error {
 		var rec record
 		if err := json.Unmarshal(e.Data, &rec); err != nil {
-			errs = append(errs, fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err))
-			continue
+			return fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err)
 		}
 		if rec.Network != c.Name {
-			continue
+			return nil
 		}
-		errs = append(errs, teardown(st, e.ContainerID, e.IfName, &rec))
-	}
-	return errors.Join(errs...)
+		return teardown(st, e.ContainerID, e.IfName, &rec)
+	})
 }

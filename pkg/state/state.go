@@ -195,3 +195,22 @@ func (s *Store) Lock(timeout time.Duration) (unlock func(), err error) {
 		}
 	}
 }
+
+// Sweep calls fn for every record whose attachment keep rejects, and
+// removes rejected torn records itself (nothing else exists for them). It
+// keeps going past errors and returns them all, as garbage collection
+// must.
+func (s *Store) Sweep(keep func(containerID, ifName string) bool, fn func(Entry) error) error {
+	entries, err := s.List()
+	errs := []error{err}
+	for _, e := range entries {
+		switch {
+		case keep(e.ContainerID, e.IfName):
+		case e.Data == nil:
+			errs = append(errs, s.Remove(e.ContainerID, e.IfName))
+		default:
+			errs = append(errs, fn(e))
+		}
+	}
+	return errors.Join(errs...)
+}

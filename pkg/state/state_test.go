@@ -111,3 +111,41 @@ func TestLockExcludesAndTimesOut(t *testing.T) {
 	}
 	unlock2()
 }
+
+func TestSweep(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"keep", "drop", "fail"} {
+		if err := s.Write(id, "eth0", map[string]string{"id": id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir(), "torn:eth0.json.tmp"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var visited []string
+	boom := errors.New("boom")
+	err = s.Sweep(func(id, _ string) bool { return id == "keep" }, func(e Entry) error {
+		visited = append(visited, e.ContainerID)
+		if e.ContainerID == "fail" {
+			return boom
+		}
+		return s.Remove(e.ContainerID, e.IfName)
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the visitor's error", err)
+	}
+	if !reflect.DeepEqual(visited, []string{"drop", "fail"}) {
+		t.Fatalf("visited %v, want [drop fail]", visited)
+	}
+	recs, _ := s.List()
+	var left []string
+	for _, r := range recs {
+		left = append(left, r.ContainerID)
+	}
+	if !reflect.DeepEqual(left, []string{"fail", "keep"}) {
+		t.Fatalf("left %v, want [fail keep] (torn and drop removed)", left)
+	}
+}
