@@ -126,6 +126,13 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	if !c.DNS.IsEmpty() {
 		res.DNS = c.DNS
 	}
+	resolv, err := planResolvConf(c, args, res)
+	if err != nil {
+		return err
+	}
+	if resolv != nil {
+		rec.ResolvConf = &resolv.file
+	}
 	gw4, gw6 := gateways(c, res)
 	if c.IsDefaultGateway {
 		res.Routes = addDefaultRoutes(res.Routes, gw4, gw6)
@@ -138,6 +145,11 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	}
 	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
 		return err
+	}
+	if resolv != nil {
+		if err := writeResolvConf(&u, rec, resolv); err != nil {
+			return err
+		}
 	}
 
 	mtu := c.MTU

@@ -94,6 +94,9 @@ func check(ctx context.Context, args *skel.CmdArgs) error {
 	if err := masqCheck(rec); err != nil {
 		return err
 	}
+	if err := resolvConfCheck(rec); err != nil {
+		return err
+	}
 	if rec.IPAMType != "" {
 		drv, err := ipam.Load(rec.IPAMConf)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/nsnet/nsnet/pkg/cniutil"
+	"github.com/nsnet/nsnet/pkg/netnsconf"
 )
 
 // DefaultStateDir holds the per-attachment records. It is on disk, not
@@ -50,9 +51,44 @@ type Conf struct {
 
 	// StateDir is where per-attachment records live (our extension).
 	StateDir string `json:"stateDir"`
+	// PerNetnsResolvConf says whether ADD into a named netns writes
+	// <NetnsConfDir>/<name>/resolv.conf for `ip netns exec`: true (the
+	// default) when DNS is known, "host" falling back to the host's
+	// resolv.conf, false never. Decoded by validate into resolvConf.
+	PerNetnsResolvConf json.RawMessage `json:"perNetnsResolvConf,omitempty"`
+	// NetnsConfDir replaces /etc/netns, mainly so tests leave it alone.
+	NetnsConfDir string `json:"netnsConfDir"`
 
 	// mac is the container MAC chosen from runtimeConfig, args and CNI_ARGS.
-	mac net.HardwareAddr
+	mac        net.HardwareAddr
+	resolvConf resolvConfMode
+}
+
+// resolvConfMode is the decoded perNetnsResolvConf.
+type resolvConfMode int
+
+const (
+	resolvConfKnown resolvConfMode = iota
+	resolvConfOff
+	resolvConfHost
+)
+
+func parseResolvConfMode(raw json.RawMessage) (resolvConfMode, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return resolvConfKnown, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		if b {
+			return resolvConfKnown, nil
+		}
+		return resolvConfOff, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil && s == "host" {
+		return resolvConfHost, nil
+	}
+	return 0, configError("invalid perNetnsResolvConf %s: want true, false or \"host\"", raw)
 }
 
 var configError = cniutil.ConfigError
@@ -60,7 +96,7 @@ var configError = cniutil.ConfigError
 // LoadConf parses and validates stdin, applies defaults, and picks the
 // container MAC. envArgs is CNI_ARGS.
 func LoadConf(stdin []byte, envArgs string) (*Conf, error) {
-	c := &Conf{Bridge: "cni0", StateDir: DefaultStateDir}
+	c := &Conf{Bridge: "cni0", StateDir: DefaultStateDir, NetnsConfDir: netnsconf.DefaultDir}
 	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decoding network config: %v", err), "")
 	}
@@ -127,6 +163,14 @@ func (c *Conf) validate() error {
 	}
 	if c.StateDir == "" || !strings.HasPrefix(c.StateDir, "/") {
 		return configError("invalid stateDir %q: want an absolute path", c.StateDir)
+	}
+	mode, err := parseResolvConfMode(c.PerNetnsResolvConf)
+	if err != nil {
+		return err
+	}
+	c.resolvConf = mode
+	if !strings.HasPrefix(c.NetnsConfDir, "/") {
+		return configError("invalid netnsConfDir %q: want an absolute path", c.NetnsConfDir)
 	}
 	if len(c.VlanTrunk) > 0 && string(c.VlanTrunk) != "null" {
 		return types.NewError(types.ErrUnsupportedField, fmt.Sprintf("unsupported field vlanTrunk=%s: trunk ports are not implemented", c.VlanTrunk), "")

@@ -63,6 +63,41 @@ func TestLoadConf(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "perNetnsResolvConf defaults to true, netnsConfDir to /etc/netns",
+			conf: `{"cniVersion":"1.0.0","name":"n"}`,
+			check: func(t *testing.T, c *Conf) {
+				if c.resolvConf != resolvConfKnown || c.NetnsConfDir != "/etc/netns" {
+					t.Errorf("resolvConf = %v, netnsConfDir = %q", c.resolvConf, c.NetnsConfDir)
+				}
+			},
+		},
+		{
+			name:  "perNetnsResolvConf true",
+			conf:  `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":true}`,
+			check: wantResolvConf(resolvConfKnown),
+		},
+		{
+			name:  "perNetnsResolvConf null is the default",
+			conf:  `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":null}`,
+			check: wantResolvConf(resolvConfKnown),
+		},
+		{
+			name:  "perNetnsResolvConf false",
+			conf:  `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":false}`,
+			check: wantResolvConf(resolvConfOff),
+		},
+		{
+			name:  "perNetnsResolvConf host, netnsConfDir set",
+			conf:  `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":"host","netnsConfDir":"/tmp/x/netns"}`,
+			check: wantResolvConf(resolvConfHost),
+		},
+		{name: "perNetnsResolvConf other string", conf: `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":"yes"}`, code: types.ErrInvalidNetworkConfig},
+		{name: "perNetnsResolvConf string true", conf: `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":"true"}`, code: types.ErrInvalidNetworkConfig},
+		{name: "perNetnsResolvConf number", conf: `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":1}`, code: types.ErrInvalidNetworkConfig},
+		{name: "perNetnsResolvConf object", conf: `{"cniVersion":"1.0.0","name":"n","perNetnsResolvConf":{"mode":"host"}}`, code: types.ErrInvalidNetworkConfig},
+		{name: "relative netnsConfDir", conf: `{"cniVersion":"1.0.0","name":"n","netnsConfDir":"netns"}`, code: types.ErrInvalidNetworkConfig},
+		{name: "empty netnsConfDir", conf: `{"cniVersion":"1.0.0","name":"n","netnsConfDir":""}`, code: types.ErrInvalidNetworkConfig},
 		{name: "vlanTrunk unsupported", conf: `{"cniVersion":"1.0.0","name":"n","vlanTrunk":[{"id":5}]}`, code: types.ErrUnsupportedField},
 		{name: "bad json", conf: `{"name":`, code: types.ErrDecodingFailure},
 		{name: "wrong type of field", conf: `{"cniVersion":"1.0.0","name":"n","mtu":"big"}`, code: types.ErrDecodingFailure},
@@ -100,6 +135,14 @@ func TestLoadConf(t *testing.T) {
 				t.Fatalf("code = %d (%s), want %d", te.Code, te.Msg, tt.code)
 			}
 		})
+	}
+}
+
+func wantResolvConf(m resolvConfMode) func(*testing.T, *Conf) {
+	return func(t *testing.T, c *Conf) {
+		if c.resolvConf != m {
+			t.Errorf("resolvConf = %v, want %v", c.resolvConf, m)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package bridgelite
 import (
 	"encoding/json"
 
+	"github.com/nsnet/nsnet/pkg/netnsconf"
 	"github.com/nsnet/nsnet/pkg/state"
 )
 
@@ -29,6 +30,8 @@ type record struct {
 	IPs         []string        `json:"ips,omitempty"`
 	MasqBackend string          `json:"masqBackend,omitempty"`
 	Masq        []masqRecord    `json:"masq,omitempty"`
+	// ResolvConf is the per-netns resolv.conf, named before it is written.
+	ResolvConf *netnsconf.File `json:"resolvConf,omitempty"`
 	// Complete is set once ADD returned success; a record without it
 	// belongs to an ADD that failed or was killed.
 	Complete bool `json:"complete"`

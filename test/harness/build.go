@@ -38,6 +38,8 @@ type Binaries struct {
 	Cnitool string
 	// CNIPath is ProjectDir:ReferenceDir; the names never clash (bridge-lite vs bridge).
 	CNIPath string
+	// Nsnet is the nsnet command built from ./cmd/nsnet into ProjectDir, "" when there is none.
+	Nsnet string
 }
 
 // Require returns the path of plugin name from ProjectDir or ReferenceDir and fails the test,
@@ -45,8 +47,7 @@ type Binaries struct {
 func (b *Binaries) Require(t testing.TB, name string) string {
 	t.Helper()
 	for _, dir := range []string{b.ProjectDir, b.ReferenceDir} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		if p := filepath.Join(dir, name); isRegular(p) {
 			return p
 		}
 	}
@@ -91,12 +92,30 @@ func Build(t testing.TB) *Binaries {
 		t.Fatalf("building project plugins: %v", err)
 	}
 	refDir := ReferencePlugins(t)
-	return &Binaries{
+	b := &Binaries{
 		ProjectDir:   projectDir,
 		ReferenceDir: refDir,
 		Cnitool:      Cnitool(t),
 		CNIPath:      projectDir + string(os.PathListSeparator) + refDir,
 	}
+	if p := filepath.Join(projectDir, "nsnet"); isRegular(p) {
+		b.Nsnet = p
+	}
+	return b
+}
+
+// RequireNsnet returns the path of the nsnet command and fails the test when it was not built.
+func (b *Binaries) RequireNsnet(t testing.TB) string {
+	t.Helper()
+	if b.Nsnet == "" {
+		t.Fatalf("nsnet is not built: no main package ./cmd/nsnet in this module (looked in %s)", b.ProjectDir)
+	}
+	return b.Nsnet
+}
+
+func isRegular(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // ReferencePlugins returns the directory holding the upstream plugins, installing them if needed.
@@ -136,14 +155,15 @@ func projectPlugins(t testing.TB) (string, error) {
 	return shared.dir, shared.err
 }
 
-// BuildProjectPlugins builds every main package under ./plugins/ of this module into dir. A
-// plugin directory without a main package yet is not an error; Binaries.Require reports it.
+// BuildProjectPlugins builds every main package under ./plugins/ and ./cmd/ of this module (the
+// plugins and the nsnet command) into dir. A directory without a main package yet is not an
+// error; Binaries.Require and RequireNsnet report it.
 func BuildProjectPlugins(dir string) error {
 	root, err := ModuleRoot()
 	if err != nil {
 		return err
 	}
-	list := goCommand(root, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./plugins/...")
+	list := goCommand(root, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./plugins/...", "./cmd/...")
 	out, err := run(list)
 	if err != nil {
 		return err
