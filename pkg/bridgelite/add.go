@@ -14,6 +14,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/nsnet/nsnet/pkg/bridge"
 	"github.com/nsnet/nsnet/pkg/ipam"
@@ -67,171 +68,250 @@ func add(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if old, err := readRecord(st, args.ContainerID, args.IfName); err == nil {
-		if old.Complete {
-			return fmt.Errorf("%s/%s is already attached to network %q: DEL it before adding it again", args.ContainerID, args.IfName, old.Network)
-		}
-		// An earlier ADD was killed or failed without cleaning up.
-		if err := teardown(ctx, st, old, args); err != nil {
-			return fmt.Errorf("cleaning up an interrupted ADD of %s/%s: %w", args.ContainerID, args.IfName, err)
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := reclaim(ctx, st, args); err != nil {
 		return err
 	}
-
-	rec := &record{
-		ContainerID: args.ContainerID,
-		IfName:      args.IfName,
-		Network:     c.Name,
-		NetNS:       args.Netns,
-		Bridge:      c.Bridge,
-		HostVeth:    veth.HostName(args.ContainerID, args.IfName),
-	}
-	var drv ipam.Driver
-	if c.IPAM.Type != "" {
-		if drv, err = ipam.Load(args.StdinData); err != nil {
-			return err
-		}
-		rec.IPAMType = c.IPAM.Type
-		rec.IPAMConf = args.StdinData
-	}
-	// Write-ahead: the record names every resource before it exists.
-	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
+	a := &adder{ctx: ctx, c: c, args: args, st: st, contNS: contNS}
+	if err := a.begin(); err != nil {
 		return err
 	}
-	var u undo.Stack
 	done := false
 	defer func() {
 		if !done {
-			if err := u.Rollback(); err != nil {
+			if err := a.u.Rollback(); err != nil {
 				fmt.Fprintf(os.Stderr, "bridge-lite: rolling back failed ADD of %s/%s: %v\n", args.ContainerID, args.IfName, err)
 			}
 		}
 	}()
-	u.Push(func() error { return st.Remove(args.ContainerID, args.IfName) })
+	for _, step := range []func() error{a.allocate, a.plan, a.hostSide, a.link, a.firewall, a.finish} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	done = true
+	return types.PrintResult(a.result(), c.CNIVersion)
+}
 
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if drv != nil {
-		req := ipamRequest(args, rec)
-		ipres, err := drv.Add(ctx, req)
+// reclaim cleans up after an earlier ADD of the same attachment that was
+// killed or failed without cleaning up, and refuses a second ADD of a
+// finished one.
+func reclaim(ctx context.Context, st *state.Store, args *skel.CmdArgs) error {
+	old, err := readRecord(st, args.ContainerID, args.IfName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if old.Complete {
+		return fmt.Errorf("%s/%s is already attached to network %q: DEL it before adding it again", args.ContainerID, args.IfName, old.Network)
+	}
+	if err := teardown(ctx, st, old, args); err != nil {
+		return fmt.Errorf("cleaning up an interrupted ADD of %s/%s: %w", args.ContainerID, args.IfName, err)
+	}
+	return nil
+}
+
+// adder carries one ADD through its steps. Every step that creates
+// something registers its undo on u and, before creating it, makes sure
+// the record (written ahead) names it.
+type adder struct {
+	ctx    context.Context
+	c      *Conf
+	args   *skel.CmdArgs
+	st     *state.Store
+	contNS ns.NetNS
+	u      undo.Stack
+
+	rec      *record
+	drv      ipam.Driver
+	res      *current.Result
+	resolv   *pendingResolvConf
+	gw4, gw6 net.IP
+	mtu      int
+	br       netlink.Link
+	host     netlink.Link
+	contMAC  net.HardwareAddr
+}
+
+func (a *adder) save() error {
+	return a.st.Write(a.rec.ContainerID, a.rec.IfName, a.rec)
+}
+
+// begin writes the first record, naming the host veth and the IPAM before
+// either exists.
+func (a *adder) begin() error {
+	a.rec = &record{
+		ContainerID: a.args.ContainerID,
+		IfName:      a.args.IfName,
+		Network:     a.c.Name,
+		NetNS:       a.args.Netns,
+		Bridge:      a.c.Bridge,
+		HostVeth:    veth.HostName(a.args.ContainerID, a.args.IfName),
+	}
+	if a.c.IPAM.Type != "" {
+		drv, err := ipam.Load(a.args.StdinData)
 		if err != nil {
-			return fmt.Errorf("allocating addresses with %s IPAM: %w", c.IPAM.Type, err)
-		}
-		u.Push(func() error { return drv.Del(ctx, req, ipsOf(ipres.IPs)) })
-		if len(ipres.IPs) == 0 {
-			return fmt.Errorf("%s IPAM returned no addresses", c.IPAM.Type)
-		}
-		res.IPs, res.Routes, res.DNS = ipres.IPs, ipres.Routes, ipres.DNS
-	}
-	if !c.DNS.IsEmpty() {
-		res.DNS = c.DNS
-	}
-	resolv, err := planResolvConf(c, args, res)
-	if err != nil {
-		return err
-	}
-	if resolv != nil {
-		rec.ResolvConf = &resolv.file
-	}
-	gw4, gw6 := gateways(c, res)
-	if c.IsDefaultGateway {
-		res.Routes = addDefaultRoutes(res.Routes, gw4, gw6)
-	}
-	for _, ipc := range res.IPs {
-		rec.IPs = append(rec.IPs, ipc.Address.String())
-	}
-	if c.IPMasq {
-		rec.MasqBackend, rec.Masq = masqBackend(c), masqEntries(res.IPs)
-	}
-	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
-		return err
-	}
-	if resolv != nil {
-		if err := writeResolvConf(&u, rec, resolv); err != nil {
 			return err
 		}
+		a.drv = drv
+		a.rec.IPAMType = a.c.IPAM.Type
+		a.rec.IPAMConf = a.args.StdinData
 	}
+	if err := a.save(); err != nil {
+		return err
+	}
+	a.u.Push(func() error { return a.st.Remove(a.args.ContainerID, a.args.IfName) })
+	return nil
+}
 
-	mtu := c.MTU
-	if mtu == 0 {
-		if mtu, err = bridge.DefaultRouteMTU(); err != nil {
-			return err
+// allocate reserves the attachment's addresses.
+func (a *adder) allocate() error {
+	a.res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	if a.drv != nil {
+		req := ipamRequest(a.args, a.rec)
+		ipres, err := a.drv.Add(a.ctx, req)
+		if err != nil {
+			return fmt.Errorf("allocating addresses with %s IPAM: %w", a.c.IPAM.Type, err)
 		}
+		a.u.Push(func() error { return a.drv.Del(a.ctx, req, ipsOf(ipres.IPs)) })
+		if len(ipres.IPs) == 0 {
+			return fmt.Errorf("%s IPAM returned no addresses", a.c.IPAM.Type)
+		}
+		a.res.IPs, a.res.Routes, a.res.DNS = ipres.IPs, ipres.Routes, ipres.DNS
 	}
-	br, err := bridge.Ensure(bridge.Config{Name: c.Bridge, MTU: c.MTU, Promisc: c.PromiscMode, VlanFiltering: c.Vlan != 0})
+	if !a.c.DNS.IsEmpty() {
+		a.res.DNS = a.c.DNS
+	}
+	return nil
+}
+
+// plan settles gateways, routes, DNS and masquerade entries and records
+// them before anything is created from them.
+func (a *adder) plan() error {
+	resolv, err := planResolvConf(a.c, a.args, a.res)
 	if err != nil {
 		return err
 	}
-	if c.IsGateway {
-		// The gateway address is shared by every container of the bridge,
-		// so it is not undone with this attachment.
-		for _, ipc := range res.IPs {
+	a.resolv = resolv
+	if resolv != nil {
+		a.rec.ResolvConf = &resolv.file
+	}
+	a.gw4, a.gw6 = gateways(a.c, a.res)
+	if a.c.IsDefaultGateway {
+		a.res.Routes = addDefaultRoutes(a.res.Routes, a.gw4, a.gw6)
+	}
+	for _, ipc := range a.res.IPs {
+		a.rec.IPs = append(a.rec.IPs, ipc.Address.String())
+	}
+	if a.c.IPMasq {
+		a.rec.MasqBackend, a.rec.Masq = masqBackend(a.c), masqEntries(a.res.IPs)
+	}
+	if err := a.save(); err != nil {
+		return err
+	}
+	if resolv != nil {
+		return writeResolvConf(&a.u, a.rec, resolv)
+	}
+	return nil
+}
+
+// hostSide prepares what the attachment shares with the bridge's other
+// containers: the bridge, its gateway addresses and forwarding. None of it
+// is undone with this attachment.
+func (a *adder) hostSide() error {
+	a.mtu = a.c.MTU
+	if a.mtu == 0 {
+		mtu, err := bridge.DefaultRouteMTU()
+		if err != nil {
+			return err
+		}
+		a.mtu = mtu
+	}
+	br, err := bridge.Ensure(bridge.Config{Name: a.c.Bridge, MTU: a.c.MTU, Promisc: a.c.PromiscMode, VlanFiltering: a.c.Vlan != 0})
+	if err != nil {
+		return err
+	}
+	a.br = br
+	if a.c.IsGateway {
+		for _, ipc := range a.res.IPs {
 			if ipc.Gateway == nil {
 				continue
 			}
 			gw := &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
-			if err := bridge.EnsureAddr(br, gw, c.ForceAddress); err != nil {
+			if err := bridge.EnsureAddr(br, gw, a.c.ForceAddress); err != nil {
 				return err
 			}
 		}
 	}
-	if c.IsGateway || c.IPMasq {
-		if err := bridge.EnableForwarding(gw4 != nil || hasFamily(res.IPs, 4), gw6 != nil || hasFamily(res.IPs, 6)); err != nil {
-			return err
-		}
+	if a.c.IsGateway || a.c.IPMasq {
+		return bridge.EnableForwarding(a.gw4 != nil || hasFamily(a.res.IPs, 4), a.gw6 != nil || hasFamily(a.res.IPs, 6))
 	}
+	return nil
+}
 
-	host, err := veth.Create(rec.HostVeth, args.IfName, contNS, mtu, c.mac)
+// link creates the veth pair, attaches the host end to the bridge and
+// configures the container end.
+func (a *adder) link() error {
+	host, err := veth.Create(a.rec.HostVeth, a.args.IfName, a.contNS, a.mtu, a.c.mac)
 	if err != nil {
 		return err
 	}
-	u.Push(func() error { return veth.Delete(rec.HostVeth) })
-	if err := bridge.Attach(br, host, bridge.Port{Hairpin: c.HairpinMode, Isolated: c.PortIsolation, Vlan: c.Vlan, PreserveDefaultVlan: c.PreserveDefaultVlan}); err != nil {
+	a.host = host
+	a.u.Push(func() error { return veth.Delete(a.rec.HostVeth) })
+	port := bridge.Port{Hairpin: a.c.HairpinMode, Isolated: a.c.PortIsolation, Vlan: a.c.Vlan, PreserveDefaultVlan: a.c.PreserveDefaultVlan}
+	if err := bridge.Attach(a.br, host, port); err != nil {
 		return err
 	}
-	contMAC, err := veth.Configure(contNS, veth.Config{
-		IfName:    args.IfName,
-		Addrs:     addrsOf(res.IPs),
-		Routes:    res.Routes,
-		Gateway4:  gw4,
-		Gateway6:  gw6,
-		EnableDAD: c.EnableDad,
+	a.contMAC, err = veth.Configure(a.contNS, veth.Config{
+		IfName:    a.args.IfName,
+		Addrs:     addrsOf(a.res.IPs),
+		Routes:    a.res.Routes,
+		Gateway4:  a.gw4,
+		Gateway6:  a.gw6,
+		EnableDAD: a.c.EnableDad,
 	})
-	if err != nil {
-		return err
-	}
-	if c.MacSpoofChk {
-		if err := setupMacSpoofChk(&u, rec.HostVeth, contMAC); err != nil {
+	return err
+}
+
+// firewall adds the MAC-spoofing guard and the masquerade entries.
+func (a *adder) firewall() error {
+	if a.c.MacSpoofChk {
+		if err := setupMacSpoofChk(&a.u, a.rec.HostVeth, a.contMAC); err != nil {
 			return err
 		}
 	}
-	if len(rec.Masq) > 0 {
-		if err := masqAdd(&u, st, rec); err != nil {
-			return err
-		}
+	if len(a.rec.Masq) > 0 {
+		return masqAdd(&a.u, a.st, a.rec)
 	}
-	if err := bridge.WaitForwarding(rec.HostVeth, forwardTimeout); err != nil {
+	return nil
+}
+
+// finish waits until the port forwards and marks the record complete.
+func (a *adder) finish() error {
+	if err := bridge.WaitForwarding(a.rec.HostVeth, forwardTimeout); err != nil {
 		return err
 	}
+	a.rec.Complete = true
+	return a.save()
+}
 
-	rec.Complete = true
-	if err := st.Write(rec.ContainerID, rec.IfName, rec); err != nil {
-		return err
-	}
-	done = true
-
+// result describes the attachment: bridge, host veth and container
+// interface, with the addresses on the last.
+func (a *adder) result() *current.Result {
+	res := a.res
 	res.Interfaces = []*current.Interface{
-		{Name: c.Bridge, Mac: br.Attrs().HardwareAddr.String()},
-		{Name: rec.HostVeth, Mac: host.Attrs().HardwareAddr.String()},
-		{Name: args.IfName, Mac: contMAC.String(), Sandbox: args.Netns},
+		{Name: a.c.Bridge, Mac: a.br.Attrs().HardwareAddr.String()},
+		{Name: a.rec.HostVeth, Mac: a.host.Attrs().HardwareAddr.String()},
+		{Name: a.args.IfName, Mac: a.contMAC.String(), Sandbox: a.args.Netns},
 	}
-	if gte, _ := version.GreaterThanOrEqualTo(c.CNIVersion, "1.1.0"); gte && mtu > 0 {
-		res.Interfaces[2].Mtu = mtu
+	if gte, _ := version.GreaterThanOrEqualTo(a.c.CNIVersion, "1.1.0"); gte && a.mtu > 0 {
+		res.Interfaces[2].Mtu = a.mtu
 	}
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(2)
 	}
-	return types.PrintResult(res, c.CNIVersion)
+	return res
 }
 
 func ipamRequest(args *skel.CmdArgs, rec *record) ipam.Request {
