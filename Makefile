@@ -14,7 +14,7 @@ BENCH_FLAGS ?=
 
 BIN := bin
 # Debian packages the plugins and tests call (ip, nft, iptables, conntrack, ping, socat, nc).
-DEB_PACKAGES := iproute2 iptables nftables conntrack iputils-ping socat netcat-openbsd
+DEB_PACKAGES := iproute2 iptables nftables conntrack iputils-ping socat netcat-openbsd busybox-static
 
 .PHONY: all build install install-conf test bench demo fmt vet deps clean
 

@@ -16,13 +16,44 @@ import (
 	"github.com/nsnet/nsnet/test/harness"
 )
 
-// plugin is one network under test in its own sandbox host, with the attachments made so far.
+// step is one plugin of a network's chain.
+type step struct {
+	binary string
+	conf   map[string]any // its network configuration, without prevResult and runtimeConfig
+	// portMappings says the plugin has the portMappings capability: the runtime puts the
+	// attachment's mappings into runtimeConfig.
+	portMappings bool
+}
+
+// stdin is the step's configuration for one call: prevResult (when there is one) and the
+// attachment's port mapping added, as libcni adds them.
+func (s step) stdin(prev []byte, hostPort int) ([]byte, error) {
+	conf := make(map[string]any, len(s.conf)+2)
+	for k, v := range s.conf {
+		conf[k] = v
+	}
+	if prev != nil {
+		conf["prevResult"] = json.RawMessage(prev)
+	}
+	if s.portMappings {
+		conf["runtimeConfig"] = map[string]any{"portMappings": []map[string]any{
+			{"hostPort": hostPort, "containerPort": 80, "protocol": "tcp"},
+		}}
+	}
+	b, err := json.Marshal(conf)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s config: %w", s.binary, err)
+	}
+	return b, nil
+}
+
+// plugin is one network under test (a single plugin or a chain) in its own sandbox host, with
+// the attachments made so far.
 type plugin struct {
 	label   string
-	binary  string
+	steps   []step
 	host    *harness.Host
 	cniPath string
-	conf    []byte
 	netns   *netnsDir
 	prefix  string
 
@@ -32,49 +63,69 @@ type plugin struct {
 
 type attachment struct {
 	id, netns string
-	result    []byte
+	hostPort  int
+	result    []byte // the last plugin's ADD result; nil when ADD failed
 }
 
-func (p *plugin) call(command, id, netnsPath string, conf []byte) (*harness.PluginOutput, error) {
-	out, err := harness.ExecPlugin(p.host.NetNS, p.binary, harness.Invocation{
+// measurePort is the host port of the measured attachments; the populated ones use
+// populatePort+i, so the two never meet.
+const (
+	measurePort  = 9999
+	populatePort = 10000
+)
+
+func (p *plugin) call(binary, command, id, netnsPath string, conf []byte) (*harness.PluginOutput, error) {
+	out, err := harness.ExecPlugin(p.host.NetNS, binary, harness.Invocation{
 		Command: command, ContainerID: id, NetNS: netnsPath, IfName: "eth0", Path: p.cniPath, Config: conf,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s %s %s: %w", p.label, command, id, err)
+		return nil, fmt.Errorf("%s: %s %s %s: %w", p.label, binary, command, id, err)
 	}
 	if out.Failed() {
-		return out, fmt.Errorf("%s %s %s failed: %s", p.label, command, id, out)
+		return out, fmt.Errorf("%s: %s %s %s failed: %s", p.label, binary, command, id, out)
 	}
 	return out, nil
 }
 
-func (p *plugin) add(id, netnsPath string) (attachment, time.Duration, error) {
-	out, err := p.call("ADD", id, netnsPath, p.conf)
-	if err != nil {
-		return attachment{}, 0, err
+// add runs ADD through every step in order, each getting the previous one's result, as
+// libcni does. The time is the sum of the plugin executions.
+func (p *plugin) add(id, netnsPath string, hostPort int) (attachment, time.Duration, error) {
+	a := attachment{id: id, netns: netnsPath, hostPort: hostPort}
+	var total time.Duration
+	var prev []byte
+	for _, s := range p.steps {
+		conf, err := s.stdin(prev, hostPort)
+		if err != nil {
+			return a, 0, err
+		}
+		out, err := p.call(s.binary, "ADD", id, netnsPath, conf)
+		if err != nil {
+			return a, 0, err
+		}
+		total += out.Duration
+		prev = out.Stdout
 	}
-	return attachment{id: id, netns: netnsPath, result: out.Stdout}, out.Duration, nil
+	a.result = prev
+	return a, total, nil
 }
 
-// del sends DEL with the ADD result as prevResult, as a runtime does.
+// del runs DEL through the steps in reverse order, each with the chain's ADD result as
+// prevResult, as libcni does with its cached result.
 func (p *plugin) del(a attachment) (time.Duration, error) {
-	conf := p.conf
-	if a.result != nil {
-		var m map[string]any
-		if err := json.Unmarshal(p.conf, &m); err != nil {
-			return 0, fmt.Errorf("decoding %s config: %w", p.label, err)
+	var total time.Duration
+	for i := len(p.steps) - 1; i >= 0; i-- {
+		s := p.steps[i]
+		conf, err := s.stdin(a.result, a.hostPort)
+		if err != nil {
+			return 0, err
 		}
-		m["prevResult"] = json.RawMessage(a.result)
-		var err error
-		if conf, err = json.Marshal(m); err != nil {
-			return 0, fmt.Errorf("encoding %s DEL config: %w", p.label, err)
+		out, err := p.call(s.binary, "DEL", a.id, a.netns, conf)
+		if err != nil {
+			return 0, err
 		}
+		total += out.Duration
 	}
-	out, err := p.call("DEL", a.id, a.netns, conf)
-	if err != nil {
-		return 0, err
-	}
-	return out.Duration, nil
+	return total, nil
 }
 
 // populate ADDs containers until n attachments exist.
@@ -87,7 +138,7 @@ func (p *plugin) populate(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		a, _, err := p.add(p.prefix+"-"+strconv.Itoa(i), nsPath)
+		a, _, err := p.add(p.prefix+"-"+strconv.Itoa(i), nsPath, populatePort+i)
 		if err != nil {
 			return err
 		}
@@ -105,10 +156,10 @@ func (p *plugin) addDel(id string) (sample, error) {
 		}
 		p.measure = nsPath
 	}
-	a, addTime, err := p.add(p.prefix+"-"+id, p.measure)
+	a, addTime, err := p.add(p.prefix+"-"+id, p.measure, measurePort)
 	if err != nil {
 		// A failed ADD is still followed by a DEL, as the spec asks of runtimes.
-		_, derr := p.del(attachment{id: p.prefix + "-" + id, netns: p.measure})
+		_, derr := p.del(a)
 		return sample{}, errors.Join(err, derr)
 	}
 	delTime, err := p.del(a)
@@ -183,23 +234,28 @@ func (d *netnsDir) create(name string) (string, error) {
 	return path, nil
 }
 
-// remove unmounts every namespace (freeing it) and deletes the directory.
+// remove unmounts every namespace (freeing it) and deletes the directory. Calling it again
+// retries only what failed.
 func (d *netnsDir) remove() error {
 	var errs []error
+	var left []string
 	for _, p := range d.paths {
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("unmounting %s: %w", p, err))
+			left = append(left, p)
 			continue
 		}
-		if err := os.Remove(p); err != nil {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
+			left = append(left, p)
 		}
 	}
-	if err := os.Remove(d.dir); err != nil {
+	d.paths = left
+	if err := os.Remove(d.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	// The parent is shared with other runs; leave it if one is still using it.
-	if err := os.Remove(benchRunDir); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+	if err := os.Remove(benchRunDir); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
