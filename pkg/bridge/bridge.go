@@ -101,9 +101,15 @@ func create(c Config) (*netlink.Bridge, error) {
 		return got, nil
 	}
 	// Router advertisements on the bridge would give the host addresses
-	// and routes from containers.
-	if err := sysctl.Set(sysctl.PathOf("net", "ipv6", "conf", c.Name, "accept_ra"), "0"); err != nil && !errors.Is(err, unix.ENOENT) {
-		return nil, err
+	// and routes from containers. Duplicate address detection would keep
+	// the bridge's link-local address tentative for a second or two after
+	// its first port comes up, and the kernel sends no neighbour
+	// solicitation for forwarded IPv6 traffic until it is done; the host
+	// owns the subnet, so there is nothing to detect.
+	for key, val := range map[string]string{"accept_ra": "0", "accept_dad": "0"} {
+		if err := sysctl.Set(sysctl.PathOf("net", "ipv6", "conf", c.Name, key), val); err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, err
+		}
 	}
 	return lookup(c.Name)
 }

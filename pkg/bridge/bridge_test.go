@@ -20,8 +20,10 @@ func TestEnsurePinsMACAndAttaches(t *testing.T) {
 			return err
 		}
 		mac := br.Attrs().HardwareAddr.String()
-		if ra, _ := sysctl.Get(sysctl.PathOf("net", "ipv6", "conf", "tbr0", "accept_ra")); ra != "0" {
-			t.Errorf("accept_ra = %q, want 0", ra)
+		for _, key := range []string{"accept_ra", "accept_dad"} {
+			if v, _ := sysctl.Get(sysctl.PathOf("net", "ipv6", "conf", "tbr0", key)); v != "0" {
+				t.Errorf("%s = %q, want 0", key, v)
+			}
 		}
 		// A port with a lower MAC would become the bridge's MAC if it
 		// were not pinned.

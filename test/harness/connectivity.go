@@ -22,13 +22,13 @@ func Ping(t testing.TB, from *NetNS, addr string) error {
 	return nil
 }
 
-// whoamiListen maps a network to the socat listening address; each connection or datagram
-// forks a child that answers with the peer address socat saw.
+// whoamiListen maps a network to the socat listening address; each connection forks a child
+// that answers with the peer address socat saw. UDP is served in process instead: socat's
+// forked UDP children keep the shared socket open for a while and swallow other clients'
+// datagrams.
 var whoamiListen = map[string]string{
 	"tcp4": "TCP4-LISTEN:%d,fork,reuseaddr",
 	"tcp6": "TCP6-LISTEN:%d,fork,reuseaddr,ipv6only=1",
-	"udp4": "UDP4-RECVFROM:%d,fork,reuseaddr",
-	"udp6": "UDP6-RECVFROM:%d,fork,reuseaddr,ipv6only=1",
 }
 
 // Whoami is a server that replies to every TCP connection or UDP datagram with the source
@@ -45,6 +45,9 @@ type Whoami struct {
 // udp6, and stops it when the test ends.
 func StartWhoami(t testing.TB, in *NetNS, network string, port int) *Whoami {
 	t.Helper()
+	if network == "udp4" || network == "udp6" {
+		return startUDPWhoami(t, in, network, port)
+	}
 	listen, ok := whoamiListen[network]
 	if !ok {
 		t.Fatalf("whoami: unsupported network %q", network)
@@ -73,6 +76,44 @@ func StartWhoami(t testing.TB, in *NetNS, network string, port int) *Whoami {
 	if err := w.waitListening(); err != nil {
 		t.Fatalf("whoami server %s/%d in %s: %v (socat: %s)", network, port, in.Name(), err, stderr.String())
 	}
+	return w
+}
+
+// startUDPWhoami binds the socket inside in (a socket stays in the netns it was created in)
+// and answers every datagram from a goroutine.
+func startUDPWhoami(t testing.TB, in *NetNS, network string, port int) *Whoami {
+	var pc net.PacketConn
+	err := in.Do(func() (err error) {
+		pc, err = net.ListenPacket(network, ":"+strconv.Itoa(port))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("whoami server %s/%d in %s: %v", network, port, in.Name(), err)
+	}
+	w := &Whoami{NS: in, Network: network, Port: port, done: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				w.done <- nil
+				return
+			}
+			if ua, ok := from.(*net.UDPAddr); ok {
+				_, _ = pc.WriteTo([]byte(ua.IP.String()+"\n"), from)
+			}
+		}
+	}()
+	w.stop = sync.OnceValue(func() error {
+		err := pc.Close()
+		<-w.done
+		return err
+	})
+	t.Cleanup(func() {
+		if err := w.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 	return w
 }
 
