@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"time"
 
@@ -68,13 +67,13 @@ func add(args *skel.CmdArgs) error {
 }
 
 func publish(c *Conf, st *state.Store, args *skel.CmdArgs, ms []nat.PortMapping) error {
-	socks, err := boundSockets("/proc/thread-self/net")
-	if err != nil {
-		return err
-	}
 	for _, m := range ms {
-		if s := socketConflict(socks, m); s != nil {
-			return fmt.Errorf("host port %d/%s is already in use on the host by a socket bound to %s", m.HostPort, m.Protocol, net.JoinHostPort(s.IP.String(), fmt.Sprint(s.Port)))
+		holder, err := portHolder(m)
+		if err != nil {
+			return err
+		}
+		if holder != "" {
+			return fmt.Errorf("host port %d/%s is already in use on the host: a socket holds %s", m.HostPort, m.Protocol, holder)
 		}
 	}
 	pm, err := nat.NewPortMapper(c.Backend)
