@@ -1,0 +1,64 @@
+package caps
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// LastCap returns the highest capability number the running kernel knows,
+// probing the bounding set because /proc may not be mounted yet.
+func LastCap() (int, error) {
+	for c := 0; c < 64; c++ {
+		if _, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err != nil {
+			if errors.Is(err, unix.EINVAL) && c > 0 {
+				return c - 1, nil
+			}
+			return 0, fmt.Errorf("reading bounding set entry %d: %w", c, err)
+		}
+	}
+	return 63, nil
+}
+
+// Apply reduces the calling thread to s: the bounding set loses every other
+// capability, the ambient set is cleared, permitted and effective become s
+// (as far as the kernel knows them) and inheritable becomes empty.
+//
+// Capabilities belong to a thread, not a process, so the caller must hold
+// runtime.LockOSThread and execve from the same thread. A root execve then
+// yields exactly s in the bounding, permitted and effective sets. Inheritable
+// stays empty because a non-empty one lets a non-root user in the container
+// gain capabilities from files with inheritable file capabilities
+// (CVE-2022-24769).
+func Apply(s Set) error {
+	last, err := LastCap()
+	if err != nil {
+		return err
+	}
+	s &= Set(1<<(last+1) - 1)
+	// The bounding set goes first: dropping needs CAP_SETPCAP, which capset
+	// below may remove.
+	for c := 0; c <= last; c++ {
+		if s.Has(c) {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			return fmt.Errorf("dropping %s from the bounding set: %w", Of(c).Names()[0], err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("clearing the ambient set: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	for i := range data {
+		word := uint32(uint64(s) >> (32 * i))
+		data[i].Effective = word
+		data[i].Permitted = word
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("setting capabilities %s: %w", s, err)
+	}
+	return nil
+}

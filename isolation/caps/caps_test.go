@@ -1,0 +1,140 @@
+package caps
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("NSNET_CAPS_TEST_APPLY") != "" {
+		os.Exit(applyAndReport())
+	}
+	os.Exit(m.Run())
+}
+
+// applyAndReport runs in a re-executed test binary, so the test process
+// keeps its own capabilities.
+func applyAndReport() int {
+	runtime.LockOSThread()
+	if err := Apply(Default | Of(unix.CAP_NET_ADMIN)); err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 1
+	}
+	b, err := os.ReadFile("/proc/thread-self/status")
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 1
+	}
+	os.Stdout.Write(b)
+	return 0
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+		err  bool
+	}{
+		{"NET_ADMIN", unix.CAP_NET_ADMIN, false},
+		{"CAP_NET_ADMIN", unix.CAP_NET_ADMIN, false},
+		{"cap_sys_admin", unix.CAP_SYS_ADMIN, false},
+		{" chown ", unix.CAP_CHOWN, false},
+		{"CHECKPOINT_RESTORE", unix.CAP_CHECKPOINT_RESTORE, false},
+		{"NET_ADMINX", 0, true},
+		{"", 0, true},
+		{"ALL", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := Parse(tt.in)
+		if tt.err {
+			if !errors.Is(err, ErrUnknown) {
+				t.Errorf("Parse(%q) error = %v, want ErrUnknown", tt.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Parse(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestDefaultIsRuncSetWithoutMknod(t *testing.T) {
+	want := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+		"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",
+		"CAP_SYS_CHROOT", "CAP_AUDIT_WRITE", "CAP_SETFCAP"}
+	if got := Default.Names(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Default = %v, want %v", got, want)
+	}
+	if Default.String() != "00000000a00425fb" {
+		t.Fatalf("Default = %s", Default)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	tests := []struct {
+		name       string
+		privileged bool
+		add, drop  []string
+		want       Set
+		err        bool
+	}{
+		{name: "default", want: Default},
+		{name: "privileged ignores lists", privileged: true, drop: []string{"ALL"}, want: All},
+		{name: "add one", add: []string{"NET_ADMIN"}, want: Default | Of(unix.CAP_NET_ADMIN)},
+		{name: "drop one", drop: []string{"cap_net_raw"}, want: Default &^ Of(unix.CAP_NET_RAW)},
+		{name: "drop all add one", add: []string{"KILL"}, drop: []string{"ALL"}, want: Of(unix.CAP_KILL)},
+		{name: "add all drop one", add: []string{"all"}, drop: []string{"SYS_ADMIN"}, want: All &^ Of(unix.CAP_SYS_ADMIN)},
+		{name: "drop all", drop: []string{"ALL"}, want: 0},
+		{name: "unknown add", add: []string{"FLY"}, err: true},
+		{name: "unknown drop", drop: []string{"FLY"}, err: true},
+		{name: "conflict", add: []string{"KILL"}, drop: []string{"CAP_KILL"}, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Resolve(tt.privileged, tt.add, tt.drop)
+			if tt.err {
+				if err == nil {
+					t.Fatalf("Resolve = %v, want an error", got.Names())
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Resolve = %v, %v; want %v", got.Names(), err, tt.want.Names())
+			}
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dropping from the bounding set needs CAP_SETPCAP (root)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "NSNET_CAPS_TEST_APPLY=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	want := (Default | Of(unix.CAP_NET_ADMIN)).String()
+	fields := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	for k, v := range map[string]string{"CapEff": want, "CapPrm": want, "CapBnd": want, "CapInh": "0000000000000000", "CapAmb": "0000000000000000"} {
+		if fields[k] != v {
+			t.Errorf("%s = %s, want %s", k, fields[k], v)
+		}
+	}
+}

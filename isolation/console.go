@@ -1,0 +1,137 @@
+package isolation
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"golang.org/x/sys/unix"
+)
+
+// console relays between the caller's stdio and the pty master of a
+// container started with Spec.Tty.
+type console struct {
+	master  *os.File
+	outDone chan struct{}
+	restore func() // puts the caller's terminal back, or nil
+	stop    func() // stops following the window size, or nil
+}
+
+// receiveConsole takes the pty master the setup child sent on sock.
+func receiveConsole(sock *os.File) (*os.File, error) {
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("receiving the console: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("receiving the console: no descriptor (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("receiving the console: no descriptor (%v)", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "console"), nil
+}
+
+// attachConsole starts relaying. A terminal on stdin goes into raw mode,
+// so keys such as Ctrl-C reach the container's terminal as bytes and its
+// line discipline signals the command, and its window size is copied to
+// the pty now and on every SIGWINCH.
+func attachConsole(master *os.File, opts Options) (*console, error) {
+	c := &console{master: master, outDone: make(chan struct{})}
+	if in, ok := opts.Stdin.(*os.File); ok && isTerminal(int(in.Fd())) {
+		restore, err := makeRaw(int(in.Fd()))
+		if err != nil {
+			return nil, err
+		}
+		c.restore = restore
+		c.stop = followWindowSize(in, master)
+	}
+	if opts.Stdin != nil {
+		// Not waited for: a read from the caller's stdin cannot be
+		// interrupted, and the copy ends at its next write once the
+		// master is closed.
+		go func() { _, _ = io.Copy(master, opts.Stdin) }()
+	}
+	out := opts.Stdout
+	if out == nil {
+		out = io.Discard
+	}
+	go func() {
+		defer close(c.outDone)
+		// Reading ends with EIO once no process holds the pty's slave.
+		_, _ = io.Copy(out, master)
+	}()
+	return c, nil
+}
+
+// close waits until all output has been relayed, which happens once every
+// process of the container has exited, and undoes attachConsole.
+func (c *console) close() {
+	<-c.outDone
+	if c.stop != nil {
+		c.stop()
+	}
+	if c.restore != nil {
+		c.restore()
+	}
+	c.master.Close()
+}
+
+func isTerminal(fd int) bool {
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	return err == nil
+}
+
+// makeRaw switches a terminal to raw mode (as cfmakeraw does) and returns
+// the function restoring it.
+func makeRaw(fd int) (func(), error) {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, fmt.Errorf("reading terminal mode: %w", err)
+	}
+	raw := *old
+	raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	raw.Oflag &^= unix.OPOST
+	raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	raw.Cflag &^= unix.CSIZE | unix.PARENB
+	raw.Cflag |= unix.CS8
+	raw.Cc[unix.VMIN] = 1
+	raw.Cc[unix.VTIME] = 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
+		return nil, fmt.Errorf("setting raw mode: %w", err)
+	}
+	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}
+
+// followWindowSize copies from's window size to the pty now and on every
+// SIGWINCH until the returned function is called.
+func followWindowSize(from, pty *os.File) func() {
+	copySize := func() {
+		if ws, err := unix.IoctlGetWinsize(int(from.Fd()), unix.TIOCGWINSZ); err == nil {
+			_ = unix.IoctlSetWinsize(int(pty.Fd()), unix.TIOCSWINSZ, ws)
+		}
+	}
+	copySize()
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, unix.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				copySize()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}

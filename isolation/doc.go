@@ -1,0 +1,16 @@
+// Package isolation runs a command in a container: new UTS, IPC, PID, mount
+// and cgroup namespaces, a new or joined network namespace, optionally a
+// user namespace, its own root filesystem, and by default the hardening of
+// runc's default spec (masked and read-only kernel paths, a small capability
+// set, no_new_privs, no inherited descriptors).
+//
+// Go's runtime is multi-threaded, and unshare/setns on one of its threads
+// would leave the others behind, so the work is done by a re-executed copy
+// of the calling binary: Start clones it straight into the new namespaces,
+// it builds the container and execs the command (or the built-in init,
+// package initproc). That copy recognises itself in Reexec, which main must
+// call first. The handshake between the two is drawn in sync.go.
+//
+// Subpackages: rootfs builds the root filesystem, caps computes and applies
+// capability sets, initproc is the PID 1.
+package isolation

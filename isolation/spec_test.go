@@ -1,0 +1,188 @@
+package isolation
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/isolation/caps"
+)
+
+func TestParseVolume(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Volume
+		err  bool
+	}{
+		{in: "/a:/b", want: Volume{Source: "/a", Target: "/b"}},
+		{in: "/a:/b:ro", want: Volume{Source: "/a", Target: "/b", ReadOnly: true}},
+		{in: "/a:/b:rw", want: Volume{Source: "/a", Target: "/b"}},
+		{in: "/a/../c:/b", want: Volume{Source: "/c", Target: "/b"}},
+		{in: "/a", err: true},
+		{in: "/a:/b:rx", err: true},
+		{in: ":/b", err: true},
+		{in: "/a:", err: true},
+		{in: "/a:/b:ro:x", err: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseVolume(tt.in)
+		if tt.err {
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("ParseVolume(%q) error = %v, want ErrInvalidSpec", tt.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseVolume(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseIDMap(t *testing.T) {
+	tests := []struct {
+		in   string
+		want IDMap
+		err  bool
+	}{
+		{in: "0:1000:1", want: IDMap{0, 1000, 1}},
+		{in: "0:100000:65536", want: IDMap{0, 100000, 65536}},
+		{in: "0:1000", err: true},
+		{in: "0:1000:0", err: true},
+		{in: "0:-1:1", err: true},
+		{in: "a:1:1", err: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseIDMap(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseIDMap(%q) = %+v, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestCheckSysctl(t *testing.T) {
+	tests := []struct {
+		key     string
+		hostNet bool
+		ok      bool
+	}{
+		{"kernel.shmmax", false, true},
+		{"kernel.msgmnb", true, true},
+		{"fs.mqueue.msg_max", false, true},
+		{"net.ipv4.ip_forward", false, true},
+		{"net.ipv4.ip_forward", true, false},
+		{"kernel.domainname", false, true},
+		{"kernel.hostname", false, false},
+		{"kernel.panic", false, false},
+		{"vm.swappiness", false, false},
+		{"net/ipv4/ip_forward", false, false},
+		{"", false, false},
+	}
+	for _, tt := range tests {
+		err := checkSysctl(tt.key, tt.hostNet)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalidSpec)) {
+			t.Errorf("checkSysctl(%q, hostNet=%v) = %v", tt.key, tt.hostNet, err)
+		}
+	}
+}
+
+func TestDefaultEnv(t *testing.T) {
+	got := defaultEnv([]string{"A=1", "HOME=/home/x"}, "box")
+	want := []string{"A=1", "HOME=/home/x", "PATH=" + defaultPath, "HOSTNAME=box"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("defaultEnv = %q, want %q", got, want)
+	}
+	got = defaultEnv([]string{"PATH=/bin", "HOSTNAME=mine"}, "box")
+	want = []string{"PATH=/bin", "HOSTNAME=mine", "HOME=/root"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("defaultEnv = %q, want %q", got, want)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok := Spec{Args: []string{"sh"}}
+	with := func(f func(*Spec)) Spec { s := ok; f(&s); return s }
+	invalid := []struct {
+		name string
+		spec Spec
+	}{
+		{"no command", Spec{}},
+		{"relative cwd", with(func(s *Spec) { s.Cwd = "tmp" })},
+		{"bad hostname", with(func(s *Spec) { s.Hostname = "a b" })},
+		{"long hostname", with(func(s *Spec) { s.Hostname = strings.Repeat("a", 65) })},
+		{"rootfs is a file", with(func(s *Spec) { s.Rootfs = file })},
+		{"missing rootfs", with(func(s *Spec) { s.Rootfs = filepath.Join(dir, "none") })},
+		{"relative volume target", with(func(s *Spec) { s.Volumes = []Volume{{Source: dir, Target: "data"}} })},
+		{"volume on /", with(func(s *Spec) { s.Volumes = []Volume{{Source: dir, Target: "/"}} })},
+		{"volume on /proc", with(func(s *Spec) { s.Volumes = []Volume{{Source: dir, Target: "/proc"}} })},
+		{"volume in /sys", with(func(s *Spec) { s.Volumes = []Volume{{Source: dir, Target: "/sys/kernel/"}} })},
+		{"etc file outside /etc", with(func(s *Spec) { s.EtcFiles = map[string]string{"/usr/hosts": file} })},
+		{"etc file is a directory", with(func(s *Spec) { s.EtcFiles = map[string]string{"/etc/hosts": dir} })},
+		{"relative netns", with(func(s *Spec) { s.NetNS = "netns" })},
+		{"netns path with userns", with(func(s *Spec) { s.NetNS = "/run/netns/x"; s.UserNS = true })},
+		{"maps without userns", with(func(s *Spec) { s.UIDMap = []IDMap{{0, 1000, 1}} })},
+		{"map without root", with(func(s *Spec) { s.UserNS = true; s.UIDMap = []IDMap{{1, 1000, 1}} })},
+		{"empty map", with(func(s *Spec) { s.UserNS = true; s.GIDMap = []IDMap{{0, 1000, 0}} })},
+		{"unknown capability", with(func(s *Spec) { s.CapAdd = []string{"FLY"} })},
+		{"shared propagation", with(func(s *Spec) { s.Propagation = "shared" })},
+		{"net sysctl with host net", with(func(s *Spec) { s.NetNS = "host"; s.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} })},
+	}
+	for _, tt := range invalid {
+		if _, err := tt.spec.resolve(); !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("%s: resolve error = %v, want ErrInvalidSpec", tt.name, err)
+		}
+	}
+
+	c, err := Spec{
+		Args:     []string{"sh"},
+		Cwd:      "/work",
+		Rootfs:   dir + "/.",
+		Volumes:  []Volume{{Source: dir, Target: "/data/", ReadOnly: true}},
+		EtcFiles: map[string]string{"/etc/resolv.conf": file, "/etc/hosts": file},
+		CapDrop:  []string{"NET_RAW"},
+		NetNS:    "host",
+	}.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rootfs.Rootfs != dir || c.Rootfs.Workdir != "/work" || c.Net != netHost || c.Caps.Has(13) || c.Caps != caps.Default&^caps.Of(13) {
+		t.Fatalf("resolved %+v", c)
+	}
+	wantBinds := "/etc/hosts /etc/resolv.conf /data"
+	var got []string
+	for _, b := range c.Rootfs.Binds {
+		got = append(got, b.Target)
+	}
+	if strings.Join(got, " ") != wantBinds || !c.Rootfs.Binds[2].ReadOnly {
+		t.Fatalf("binds %+v, want targets %s with the volume read-only", c.Rootfs.Binds, wantBinds)
+	}
+}
+
+func TestLookPath(t *testing.T) {
+	dir := t.TempDir()
+	for name, mode := range map[string]os.FileMode{"tool": 0o755, "data": 0o644} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"PATH=/nonexistent:" + dir}
+	if p, err := lookPath("tool", env); err != nil || p != dir+"/tool" {
+		t.Fatalf("lookPath(tool) = %q, %v", p, err)
+	}
+	if _, err := lookPath("data", env); err == nil {
+		t.Fatal("found a non-executable file")
+	}
+	if _, err := lookPath("missing", env); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("lookPath(missing) error = %v", err)
+	}
+	if p, err := lookPath(dir+"/tool", nil); err != nil || p != dir+"/tool" {
+		t.Fatalf("lookPath(absolute) = %q, %v", p, err)
+	}
+}

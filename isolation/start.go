@@ -1,0 +1,271 @@
+package isolation
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/isolation/initproc"
+)
+
+// ErrSetup marks a container that could not be started: a namespace, mount,
+// capability or exec step failed. The message names the step.
+var ErrSetup = errors.New("container setup failed")
+
+// Options are the parts of starting a container that are not data.
+type Options struct {
+	// Stdin, Stdout and Stderr are the command's; nil means /dev/null.
+	// *os.File values are passed through as they are (a terminal stays a
+	// terminal); other values go through pipes.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Prestart, when set, runs once the container's namespaces and root
+	// filesystem exist and before its command starts, with the host PID of
+	// the container's PID 1: /proc/PID/ns/net is its network namespace.
+	// This is the OCI createRuntime point, where CNI ADD belongs. An error
+	// stops the container and is returned by Start.
+	Prestart func(pid int) error
+}
+
+// Process is a started container.
+type Process struct {
+	// Pid is the host PID of the container's PID 1 (the init, or the
+	// command without one).
+	Pid int
+
+	cmd      *exec.Cmd
+	console  *console // with Spec.Tty
+	waitOnce sync.Once
+	code     int
+	waitErr  error
+	done     chan struct{}
+}
+
+// Start creates the container's namespaces and root filesystem and starts
+// its command. It returns once the command runs; an error means nothing is
+// left behind. Errors wrap ErrInvalidSpec (refused before anything was
+// created) or ErrSetup.
+//
+// The caller's binary must call Reexec first thing in main: Start runs
+// /proc/self/exe as the setup child. Start kills the container if the OS
+// thread that called it exits (PR_SET_PDEATHSIG), so it must not be called
+// from a goroutine that locks its thread and then ends.
+func Start(spec Spec, opts Options) (*Process, error) {
+	cfg, err := spec.resolve()
+	if err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: creating the sync socket: %w", ErrSetup, err)
+	}
+	parentEnd := os.NewFile(uintptr(fds[0]), "nsnet-sync")
+	childEnd := os.NewFile(uintptr(fds[1]), "nsnet-sync-child")
+	defer parentEnd.Close()
+	defer childEnd.Close()
+
+	// Fixed descriptor numbers in the child: 3 sync, 4 netns, 5 console;
+	// a nil entry leaves its number closed.
+	extra := []*os.File{childEnd, nil, nil}
+	if cfg.Net == netJoin {
+		f, err := openNetNS(spec.NetNS)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		extra[netnsFD-syncFD] = f
+	}
+	var consoleEnd *os.File
+	stdin, stdout := opts.Stdin, opts.Stdout
+	if cfg.Tty {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%w: creating the console socket: %w", ErrSetup, err)
+		}
+		consoleEnd = os.NewFile(uintptr(fds[0]), "nsnet-console")
+		consoleChild := os.NewFile(uintptr(fds[1]), "nsnet-console-child")
+		defer consoleEnd.Close()
+		defer consoleChild.Close()
+		extra[consoleFD-syncFD] = consoleChild
+		// The command's stdio is the pty; the setup child keeps only
+		// stderr, for errors before the configuration arrives.
+		stdin, stdout = nil, nil
+	}
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{setupArg0},
+		Env:         []string{},
+		Stdin:       stdin,
+		Stdout:      stdout,
+		Stderr:      opts.Stderr,
+		ExtraFiles:  extra,
+		SysProcAttr: sysProcAttr(spec, cfg.Net),
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%w: starting the setup child: %w", ErrSetup, err)
+	}
+	for _, f := range extra[1:] {
+		if f != nil {
+			f.Close()
+		}
+	}
+	childEnd.Close()
+	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	if err := p.handshake(newChannel(parentEnd), cfg, consoleEnd, opts); err != nil {
+		_ = cmd.Process.Kill()
+		code, _ := p.Wait()
+		if errors.Is(err, errChildClosed) {
+			err = fmt.Errorf("setup child exited with code %d", code)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	return p, nil
+}
+
+func (p *Process) handshake(ch *channel, cfg childConfig, consoleEnd *os.File, opts Options) error {
+	if err := ch.send(message{Type: msgConfig, Config: &cfg}); err != nil {
+		return err
+	}
+	if _, err := ch.expect(msgReady); err != nil {
+		return err
+	}
+	if consoleEnd != nil {
+		// Sent before "ready", so it is waiting.
+		master, err := receiveConsole(consoleEnd)
+		if err != nil {
+			return err
+		}
+		if p.console, err = attachConsole(master, opts); err != nil {
+			master.Close()
+			return err
+		}
+	}
+	if opts.Prestart != nil {
+		if err := opts.Prestart(p.Pid); err != nil {
+			return fmt.Errorf("prestart: %w", err)
+		}
+	}
+	if err := ch.send(message{Type: msgStart}); err != nil {
+		return err
+	}
+	return ch.closed()
+}
+
+func sysProcAttr(spec Spec, net netMode) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWPID |
+			unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP,
+		Pdeathsig: unix.SIGKILL,
+	}
+	if net == netNew {
+		attr.Cloneflags |= unix.CLONE_NEWNET
+	}
+	if spec.UserNS {
+		attr.Cloneflags |= unix.CLONE_NEWUSER
+		attr.UidMappings = idMaps(spec.UIDMap, os.Geteuid())
+		attr.GidMappings = idMaps(spec.GIDMap, os.Getegid())
+		// An unprivileged caller may only write gid_map after denying
+		// setgroups; root keeps setgroups usable inside.
+		attr.GidMappingsEnableSetgroups = os.Geteuid() == 0
+		// The child keeps the caller's host ids, which the maps need not
+		// cover; execve would then treat it as an unmapped non-root user
+		// and drop every capability. Becoming root of the namespace first
+		// (allowed: the child owns it) makes the setup child root there.
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: !attr.GidMappingsEnableSetgroups}
+	}
+	return attr
+}
+
+// idMaps defaults to mapping the caller's id to 0 inside.
+func idMaps(maps []IDMap, callerID int) []syscall.SysProcIDMap {
+	if len(maps) == 0 {
+		return []syscall.SysProcIDMap{{ContainerID: 0, HostID: callerID, Size: 1}}
+	}
+	out := make([]syscall.SysProcIDMap, len(maps))
+	for i, m := range maps {
+		out[i] = syscall.SysProcIDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size}
+	}
+	return out
+}
+
+// openNetNS opens a network namespace to hand to the setup child, which
+// joins it by descriptor: a path like /proc/self/... would mean something
+// else in the child.
+func openNetNS(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: network namespace: %w", ErrInvalidSpec, err)
+	}
+	typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err != nil || typ != unix.CLONE_NEWNET {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a network namespace", ErrInvalidSpec, path)
+	}
+	return f, nil
+}
+
+// Signal sends sig to the container's PID 1. Without an init, the kernel
+// delivers only signals the command handles, plus SIGKILL and SIGSTOP.
+func (p *Process) Signal(sig os.Signal) error {
+	select {
+	case <-p.done:
+		return os.ErrProcessDone
+	default:
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// ForwardSignals relays the given signals (SIGINT, SIGTERM and SIGHUP when
+// none are given) from the calling process to the container until Wait
+// returns. While it is active those signals no longer stop the caller.
+func (p *Process) ForwardSignals(sigs ...os.Signal) {
+	if len(sigs) == 0 {
+		sigs = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP}
+	}
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, sigs...)
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case sig := <-ch:
+				_ = p.Signal(sig)
+			case <-p.done:
+				return
+			}
+		}
+	}()
+}
+
+// Wait waits for the container's PID 1 to exit and returns its exit code,
+// 128+N when signal N killed it. With an init that is the command's status.
+// When PID 1 exits the kernel kills whatever else runs in the container.
+// err reports only a failure to wait or to copy stdio, never the exit code.
+func (p *Process) Wait() (code int, err error) {
+	p.waitOnce.Do(func() {
+		p.waitErr = p.cmd.Wait()
+		if p.console != nil {
+			p.console.close()
+		}
+		close(p.done)
+		var ee *exec.ExitError
+		if errors.As(p.waitErr, &ee) {
+			p.waitErr = nil
+		}
+		if p.cmd.ProcessState == nil {
+			p.code = -1
+			return
+		}
+		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+			p.code = initproc.ExitCode(ws)
+		}
+	})
+	return p.code, p.waitErr
+}

@@ -1,0 +1,100 @@
+package isolation
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The parent (Start) and the setup child talk over a socketpair, fd 3 in
+// the child, in JSON messages:
+//
+//	parent (Start)                                setup child (PID 1 of the new namespaces)
+//	  | clone(CLONE_NEW*) + execve(/proc/self/exe)
+//	  |   (with a user namespace, Go's fork code writes uid_map and gid_map
+//	  |    while the child waits on a pipe, before the execve: capabilities
+//	  |    survive it only for a mapped root)
+//	  |---- config ----------------------------------->|
+//	  |                                                | setns/hostname/lo up, rootfs.Setup
+//	  |                                                | (pivot_root), console, sysctls,
+//	  |                                                | rootfs.Harden
+//	  |<== pty master (SCM_RIGHTS, fd 5; Spec.Tty) ====|
+//	  |<------------------------------------- ready ---|
+//	  | Prestart(pid): e.g. CNI ADD in /proc/pid/ns/net
+//	  |---- start ------------------------------------>|
+//	  |                                                | fds CLOEXEC, no_new_privs, capabilities,
+//	  |                                                | execve(command)       or execve(nsnet-init)
+//	  |                                                |                         init: fork+exec command
+//	  |<------------- EOF (execve closed fd 3)       --|  or EOF (init closed fd 3 after the fork)
+//	  |<------------- error{"..."} (any step failed) --|  then exit 125 (setup) / 126, 127 (exec)
+//
+// The success of the last step is the socket closing: an execve that works
+// closes the close-on-exec end; one that fails leaves it open to report.
+type message struct {
+	Type   string       `json:"type"`
+	Config *childConfig `json:"config,omitempty"`
+	Error  string       `json:"error,omitempty"`
+}
+
+const (
+	msgConfig = "config"
+	msgReady  = "ready"
+	msgStart  = "start"
+	msgError  = "error"
+)
+
+// channel reads and writes messages on one end of the socketpair.
+type channel struct {
+	enc *json.Encoder
+	dec *json.Decoder
+}
+
+func newChannel(rw io.ReadWriter) *channel {
+	return &channel{enc: json.NewEncoder(rw), dec: json.NewDecoder(rw)}
+}
+
+func (c *channel) send(m message) error {
+	if err := c.enc.Encode(m); err != nil {
+		return fmt.Errorf("sending %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// errChildClosed reports that the other side closed the channel.
+var errChildClosed = errors.New("channel closed")
+
+// expect reads the next message and checks its type; an error message from
+// the child becomes an error carrying its text.
+func (c *channel) expect(typ string) (message, error) {
+	var m message
+	if err := c.dec.Decode(&m); err != nil {
+		if errors.Is(err, io.EOF) {
+			return m, errChildClosed
+		}
+		return m, fmt.Errorf("reading %s: %w", typ, err)
+	}
+	if m.Type == msgError {
+		return m, errors.New(m.Error)
+	}
+	if m.Type != typ {
+		return m, fmt.Errorf("got %q, want %q", m.Type, typ)
+	}
+	return m, nil
+}
+
+// closed waits for the other side to close the channel, which is how the
+// child reports a successful execve; an error message is returned as such.
+func (c *channel) closed() error {
+	var m message
+	err := c.dec.Decode(&m)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("waiting for exec: %w", err)
+	case m.Type == msgError:
+		return errors.New(m.Error)
+	}
+	return fmt.Errorf("got %q while waiting for exec", m.Type)
+}
