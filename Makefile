@@ -3,6 +3,9 @@
 
 # A fresh Debian machine has Go in /usr/local/go but not always on PATH.
 export PATH := /usr/local/go/bin:$(PATH)
+# Static binaries: nsnet executes itself as the init inside containers whose root
+# filesystem has no C library.
+export CGO_ENABLED ?= 0
 
 GO          ?= go
 PREFIX      ?= /usr/local

@@ -25,14 +25,19 @@ const syncFD = 3
 const ExitSetupFailed = 125
 
 // Reexec must be the first thing main (and a test binary's TestMain) does.
-// In a process Start created as a container's setup child or init it
-// performs that role and never returns; anywhere else it returns at once.
+// In a process Start or Exec created as a container's setup child, init or
+// exec child it performs that role and never returns; anywhere else it
+// returns at once.
 func Reexec() {
 	switch os.Args[0] {
 	case setupArg0:
 		runSetup()
 	case initArg0:
 		runInit()
+	case execJoinArg0:
+		runExecJoin()
+	case execArg0:
+		runExec()
 	}
 }
 

@@ -1,24 +1,61 @@
-// Command nsnet is nsnet's command-line runtime. For now it manages named
-// network namespaces compatibly with `ip netns`.
+// Command nsnet is nsnet's command-line runtime: it runs containers
+// (nsnet run, ps, exec, kill, rm, inspect) and manages named network
+// namespaces compatibly with `ip netns`.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nsnet/nsnet/isolation"
 )
 
+// exitCode is returned by a command whose exit code is a container's: main
+// exits with it and prints nothing.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
 func main() {
+	// A copy of nsnet started as a container's setup child, init or exec
+	// child does its work here and never returns.
+	isolation.Reexec()
+
 	root := &cobra.Command{
 		Use:           "nsnet",
 		Short:         "nsnet container networking runtime",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(netnsCommand())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "nsnet: %v\n", err)
+	addRootFlag(root)
+	root.AddCommand(netnsCommand(), runCommand(), psCommand(), execContainerCommand(),
+		killCommand(), rmCommand(), inspectCommand(), monitorCommand())
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code))
+	}
+	fmt.Fprintf(os.Stderr, "nsnet: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	if isNetnsCommand(cmd) {
 		os.Exit(1)
 	}
+	// Container commands fail the way docker and podman do for errors
+	// of the runtime rather than of the command.
+	os.Exit(isolation.ExitSetupFailed)
+}
+
+func isNetnsCommand(cmd *cobra.Command) bool {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Name() == "netns" {
+			return true
+		}
+	}
+	return false
 }

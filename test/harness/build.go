@@ -172,7 +172,11 @@ func BuildProjectPlugins(dir string) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	_, err = run(goCommand(root, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...))
+	build := goCommand(root, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	// Static binaries, as `make build` makes them: nsnet executes itself as
+	// the init inside containers whose root has no C library.
+	build.Env = append(build.Env, "CGO_ENABLED=0")
+	_, err = run(build)
 	return err
 }
 

@@ -1,0 +1,190 @@
+// Package container keeps nsnet's containers: their ids and names, the state
+// recorded for each under a root directory (/run/nsnet by default), the
+// per-container /etc files, and the lifecycle (run in the foreground or
+// under a detached monitor, exec, kill, remove) on top of package
+// isolation.
+package container
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nsnet/nsnet/isolation"
+)
+
+// Config is what the user asked for; it is recorded with the state so exec
+// can give its commands the same environment and capabilities.
+type Config struct {
+	Args        []string           `json:"args"`
+	Env         []string           `json:"env,omitempty"`
+	Cwd         string             `json:"cwd,omitempty"`
+	Tty         bool               `json:"tty,omitempty"`
+	Hostname    string             `json:"hostname"`
+	Rootfs      string             `json:"rootfs,omitempty"`
+	ReadOnly    bool               `json:"readOnly,omitempty"`
+	Volumes     []isolation.Volume `json:"volumes,omitempty"`
+	Propagation string             `json:"propagation,omitempty"`
+	Net         string             `json:"net"`
+	UserNS      bool               `json:"userns,omitempty"`
+	UIDMap      []isolation.IDMap  `json:"uidMap,omitempty"`
+	GIDMap      []isolation.IDMap  `json:"gidMap,omitempty"`
+	Privileged  bool               `json:"privileged,omitempty"`
+	CapAdd      []string           `json:"capAdd,omitempty"`
+	CapDrop     []string           `json:"capDrop,omitempty"`
+	Init        bool               `json:"init"`
+	Sysctls     map[string]string  `json:"sysctls,omitempty"`
+	AddHosts    []HostEntry        `json:"addHosts,omitempty"`
+	AutoRemove  bool               `json:"autoRemove,omitempty"`
+}
+
+// HostEntry is one --add-host line of /etc/hosts.
+type HostEntry struct {
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+}
+
+// Status is where a container is in its lifecycle.
+type Status string
+
+const (
+	// Created: the state directory exists, the container is being set up.
+	Created Status = "created"
+	// Running: its PID 1 is alive.
+	Running Status = "running"
+	// Stopped: it exited (ExitCode says how) or its nsnet was killed.
+	Stopped Status = "stopped"
+)
+
+// State is what is recorded of a container, in <root>/<id>/state.json.
+type State struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Status  Status    `json:"status"`
+	Created time.Time `json:"created"`
+	// Pid is the host PID of the container's PID 1 and PidStart its start
+	// time (field 22 of /proc/PID/stat), which tells it from a process
+	// that got the same PID after it exited.
+	Pid      int    `json:"pid,omitempty"`
+	PidStart uint64 `json:"pidStart,omitempty"`
+	// Monitor is the nsnet process that started the container and waits
+	// for it: `nsnet run` itself or, with -d, its monitor.
+	Monitor      int        `json:"monitor,omitempty"`
+	MonitorStart uint64     `json:"monitorStart,omitempty"`
+	ExitCode     *int       `json:"exitCode,omitempty"`
+	Finished     *time.Time `json:"finished,omitempty"`
+	// Dir is the state directory; it holds the /etc files and, for a
+	// detached container, the log of its output.
+	Dir    string `json:"dir"`
+	Config Config `json:"config"`
+}
+
+// Running reports whether the container's PID 1 is still the process
+// recorded.
+func (s *State) Running() bool {
+	return s.Status == Running && alive(s.Pid, s.PidStart)
+}
+
+// monitorAlive reports whether the process that waits for the container
+// still runs.
+func (s *State) monitorAlive() bool {
+	return alive(s.Monitor, s.MonitorStart)
+}
+
+// refresh corrects the recorded status with what the kernel says: a
+// container whose PID 1 or (while being created) monitor is gone has
+// stopped, even if no one could record it.
+func (s *State) refresh() {
+	switch s.Status {
+	case Running:
+		if !alive(s.Pid, s.PidStart) {
+			s.Status = Stopped
+		}
+	case Created:
+		if !s.monitorAlive() {
+			s.Status = Stopped
+		}
+	}
+}
+
+// idPattern and namePattern are what ids and names may look like; both
+// become directory names, so neither may hold a slash or start with a dot.
+var (
+	idPattern   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+	namePattern = idPattern
+)
+
+// NewID returns a random id of 12 hex digits.
+func NewID() (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generating an id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// CheckID reports whether id can name a container's state directory.
+func CheckID(id string) error {
+	if !idPattern.MatchString(id) || filepath.Base(id) != id {
+		return fmt.Errorf("bad container id %q: want 1-64 letters, digits, '_', '.' or '-', not starting with a symbol", id)
+	}
+	return nil
+}
+
+// CheckName reports whether name is a valid container name.
+func CheckName(name string) error {
+	if !namePattern.MatchString(name) {
+		return fmt.Errorf("bad container name %q: want 1-64 letters, digits, '_', '.' or '-', not starting with a symbol", name)
+	}
+	return nil
+}
+
+// netNS turns --net into isolation's NetNS.
+func netNS(mode string) (string, error) {
+	switch {
+	case mode == "" || mode == "none":
+		return "", nil
+	case mode == "host":
+		return "host", nil
+	case strings.HasPrefix(mode, "ns:"):
+		p := strings.TrimPrefix(mode, "ns:")
+		if !filepath.IsAbs(p) {
+			return "", fmt.Errorf("--net %s: the namespace path must be absolute", mode)
+		}
+		return p, nil
+	}
+	return "", fmt.Errorf("--net %q: want none, host or ns:/path (named CNI networks are not supported yet)", mode)
+}
+
+// spec is the isolation Spec of a container whose /etc files are in dir.
+func (c Config) spec(etcFiles map[string]string) (isolation.Spec, error) {
+	net, err := netNS(c.Net)
+	if err != nil {
+		return isolation.Spec{}, err
+	}
+	return isolation.Spec{
+		Args:         c.Args,
+		Env:          c.Env,
+		Cwd:          c.Cwd,
+		Tty:          c.Tty,
+		Hostname:     c.Hostname,
+		Rootfs:       c.Rootfs,
+		ReadOnlyRoot: c.ReadOnly,
+		Volumes:      c.Volumes,
+		EtcFiles:     etcFiles,
+		Propagation:  c.Propagation,
+		NetNS:        net,
+		UserNS:       c.UserNS,
+		UIDMap:       c.UIDMap,
+		GIDMap:       c.GIDMap,
+		Privileged:   c.Privileged,
+		CapAdd:       c.CapAdd,
+		CapDrop:      c.CapDrop,
+		Init:         c.Init,
+		Sysctls:      c.Sysctls,
+	}, nil
+}

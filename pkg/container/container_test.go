@@ -1,0 +1,157 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStartTime(t *testing.T) {
+	rest := " S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21"
+	for _, tc := range []struct {
+		stat string
+		want uint64
+		ok   bool
+	}{
+		{"12 (sleep)" + rest, 424242, true},
+		{"12 (a) b) (c)" + rest, 424242, true},
+		{"12 (sleep) S 1 2", 0, false},
+		{"garbage", 0, false},
+	} {
+		got, err := parseStartTime(tc.stat)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseStartTime(%q) = %d, %v; want %d, ok=%v", tc.stat, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestAliveSelf(t *testing.T) {
+	start, err := startTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alive(os.Getpid(), start) {
+		t.Error("this process is not alive")
+	}
+	if alive(os.Getpid(), start+1) {
+		t.Error("a different start time is taken for the same process")
+	}
+	if alive(0, 0) {
+		t.Error("PID 0 is alive")
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"loopback only", "nameserver 127.0.0.53\noptions edns0\n", ""},
+		{"mixed", "search example.org\nnameserver 127.0.0.1\nnameserver 10.0.0.2\nnameserver ::1\nnameserver fe80::1%eth0\n",
+			"search example.org\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\n"},
+		{"none", "", ""},
+	} {
+		if got := string(resolvConf([]byte(tc.in))); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestHostsFile(t *testing.T) {
+	got := string(hostsFile("box", []HostEntry{{Name: "db", IP: "10.0.0.5"}}))
+	for _, want := range []string{"127.0.0.1\tlocalhost\n", "127.0.1.1\tbox\n", "10.0.0.5\tdb\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("hosts lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestParseHostEntry(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want HostEntry
+		ok   bool
+	}{
+		{"db:10.0.0.5", HostEntry{"db", "10.0.0.5"}, true},
+		{"v6:fd00::1", HostEntry{"v6", "fd00::1"}, true},
+		{"v6:[fd00::1]", HostEntry{"v6", "fd00::1"}, true},
+		{"db", HostEntry{}, false},
+		{":10.0.0.5", HostEntry{}, false},
+		{"db:notanip", HostEntry{}, false},
+	} {
+		got, err := ParseHostEntry(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseHostEntry(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestCheckID(t *testing.T) {
+	for id, ok := range map[string]bool{
+		"0123456789ab": true, "web-1": true, "a.b_c": true,
+		"": false, "..": false, ".hidden": false, "a/b": false, "-x": false, strings.Repeat("a", 65): false,
+	} {
+		if err := CheckID(id); (err == nil) != ok {
+			t.Errorf("CheckID(%q) = %v, want ok=%v", id, err, ok)
+		}
+	}
+}
+
+func TestNetNS(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""}, {"none", ""}, {"host", "host"}, {"ns:/run/netns/x", "/run/netns/x"},
+	} {
+		if got, err := netNS(tc.in); err != nil || got != tc.want {
+			t.Errorf("netNS(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"bridge", "ns:relative", "ns:"} {
+		if _, err := netNS(bad); err == nil {
+			t.Errorf("netNS(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStoreRecords(t *testing.T) {
+	s := Store{Root: filepath.Join(t.TempDir(), "state")}
+	a := &State{ID: "aaaa11112222", Name: "first", Status: Running, Created: time.Unix(1, 0)}
+	b := &State{ID: "bbbb11112222", Name: "second", Status: Created, Created: time.Unix(2, 0)}
+	for _, st := range []*State{a, b} {
+		if err := s.create(st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.create(&State{ID: "cccc", Name: "first"}); err == nil {
+		t.Error("a second container named first was created")
+	}
+	if err := s.create(&State{ID: a.ID, Name: "third"}); err == nil {
+		t.Error("a second container with the same id was created")
+	}
+	for ref, want := range map[string]string{"first": a.ID, "bbbb": b.ID, a.ID: a.ID} {
+		st, err := s.Load(ref)
+		if err != nil || st.ID != want {
+			t.Errorf("Load(%q) = %v, %v; want %s", ref, st, err, want)
+			continue
+		}
+		// Neither recorded PID nor monitor runs: both have stopped.
+		if st.Status != Stopped {
+			t.Errorf("Load(%q).Status = %s, want stopped", ref, st.Status)
+		}
+	}
+	if _, err := s.Load("zzzz"); err == nil {
+		t.Error("Load of an unknown container succeeded")
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 2 || list[0].ID != a.ID {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	entries, _ := os.ReadDir(s.Dir(a.ID))
+	if len(entries) != 1 || entries[0].Name() != stateFile {
+		t.Errorf("state dir holds %v, want only %s (no temporary files)", entries, stateFile)
+	}
+	if err := s.remove(a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(a.ID); err == nil {
+		t.Error("removed container still loads")
+	}
+}

@@ -1,0 +1,389 @@
+package container
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/isolation"
+)
+
+// logFile holds the output of a detached container.
+const logFile = "log"
+
+// Stdio is where a container's standard streams go.
+type Stdio struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Prepare validates a new container and records it as created, with its
+// /etc files written; the caller then starts it with Start. id and name
+// default to a random id.
+func (s Store) Prepare(id, name string, cfg Config) (*State, error) {
+	if id == "" {
+		var err error
+		if id, err = NewID(); err != nil {
+			return nil, err
+		}
+	}
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = id
+	}
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if _, err := netNS(cfg.Net); err != nil {
+		return nil, err
+	}
+	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
+		return nil, errors.New("no command given")
+	}
+	if cfg.Rootfs != "" {
+		abs, err := filepath.Abs(cfg.Rootfs)
+		if err != nil {
+			return nil, fmt.Errorf("rootfs %s: %w", cfg.Rootfs, err)
+		}
+		cfg.Rootfs = abs
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = id[:min(12, len(id))]
+	}
+	st := &State{ID: id, Name: name, Status: Created, Created: time.Now().UTC(), Config: cfg}
+	if err := st.setMonitor(os.Getpid()); err != nil {
+		return nil, err
+	}
+	if err := s.create(st); err != nil {
+		return nil, err
+	}
+	if _, err := writeEtcFiles(st.Dir, cfg); err != nil {
+		s.remove(id)
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *State) setMonitor(pid int) error {
+	start, err := startTime(pid)
+	if err != nil {
+		return fmt.Errorf("reading start time of process %d: %w", pid, err)
+	}
+	st.Monitor, st.MonitorStart = pid, start
+	return nil
+}
+
+// Start starts a prepared container and records it as running, with the
+// calling process as its monitor: the one that must Wait and Finish. On
+// failure the container's state is removed.
+func (s Store) Start(st *State, stdio Stdio) (*isolation.Process, error) {
+	p, err := s.start(st, stdio)
+	if err != nil {
+		s.remove(st.ID)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
+	spec, err := st.Config.spec(etcFiles(st.Dir))
+	if err != nil {
+		return nil, err
+	}
+	if err := st.setMonitor(os.Getpid()); err != nil {
+		return nil, err
+	}
+	p, err := isolation.Start(spec, isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr})
+	if err != nil {
+		return nil, err
+	}
+	st.Pid = p.Pid
+	st.PidStart, err = startTime(p.Pid)
+	st.Status = Running
+	if err == nil {
+		err = s.save(st)
+	}
+	if err != nil {
+		_ = p.Signal(unix.SIGKILL)
+		_, _ = p.Wait()
+		return nil, fmt.Errorf("recording container %s: %w", st.ID, err)
+	}
+	return p, nil
+}
+
+// etcFiles names the files writeEtcFiles wrote into dir.
+func etcFiles(dir string) map[string]string {
+	out := map[string]string{}
+	for _, name := range []string{"hostname", "hosts", "resolv.conf"} {
+		out["/etc/"+name] = filepath.Join(dir, name)
+	}
+	return out
+}
+
+// Finish records that the container exited with code, or removes it when
+// it was run with AutoRemove.
+func (s Store) Finish(st *State, code int) error {
+	if st.Config.AutoRemove {
+		return s.remove(st.ID)
+	}
+	now := time.Now().UTC()
+	st.Status, st.ExitCode, st.Finished = Stopped, &code, &now
+	return s.save(st)
+}
+
+// Run runs a container in the foreground: it returns the command's exit
+// code once it exits. SIGINT, SIGTERM and SIGHUP are forwarded to it.
+func (s Store) Run(st *State, stdio Stdio) (int, error) {
+	relay := NewSignalRelay()
+	defer relay.Stop()
+	p, err := s.Start(st, stdio)
+	if err != nil {
+		return 0, err
+	}
+	relay.Forward(p)
+	code, werr := p.Wait()
+	if err := s.Finish(st, code); err != nil {
+		return code, err
+	}
+	return code, werr
+}
+
+// StartDetached starts a prepared container under a monitor: a copy of
+// the calling binary run with monitorArgs (which must end up in Monitor),
+// in a session of its own so it outlives the caller. It returns once the
+// container runs, or with the error that kept it from starting.
+func (s Store) StartDetached(st *State, monitorArgs []string) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		s.remove(st.ID)
+		return fmt.Errorf("creating the monitor's pipe: %w", err)
+	}
+	defer r.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		w.Close()
+		s.remove(st.ID)
+		return err
+	}
+	defer devnull.Close()
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        monitorArgs,
+		Stdin:       devnull,
+		Stdout:      devnull,
+		Stderr:      devnull,
+		ExtraFiles:  []*os.File{w},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		s.remove(st.ID)
+		return fmt.Errorf("starting the monitor: %w", err)
+	}
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		// The monitor stays; it is not this process's child to wait for
+		// once this process exits.
+		return cmd.Process.Release()
+	}
+	// The monitor removed the state before reporting; wait so nothing of
+	// it is left when this returns.
+	_ = cmd.Wait()
+	if line == "" {
+		s.remove(st.ID)
+		return errors.New("the monitor exited without starting the container")
+	}
+	return errors.New(line)
+}
+
+// Monitor is the detached container's monitor: it starts the prepared
+// container id with its output appended to the log in its state
+// directory, reports "ok" or the error on ready, and waits for it to
+// record its exit code. It returns the code to exit with.
+func (s Store) Monitor(id string, ready io.WriteCloser) int {
+	report := func(msg string) {
+		fmt.Fprintln(ready, strings.ReplaceAll(msg, "\n", " "))
+		ready.Close()
+	}
+	st, err := s.read(id)
+	if err != nil {
+		report(err.Error())
+		return isolation.ExitSetupFailed
+	}
+	log, err := os.OpenFile(filepath.Join(st.Dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		s.remove(id)
+		report(fmt.Sprintf("opening the log: %v", err))
+		return isolation.ExitSetupFailed
+	}
+	defer log.Close()
+	relay := NewSignalRelay()
+	defer relay.Stop()
+	p, err := s.Start(st, Stdio{Stdout: log, Stderr: log})
+	if err != nil {
+		report(err.Error())
+		return isolation.ExitSetupFailed
+	}
+	relay.Forward(p)
+	report("ok")
+	code, _ := p.Wait()
+	if err := s.Finish(st, code); err != nil {
+		fmt.Fprintln(log, "nsnet monitor:", err)
+		return 1
+	}
+	return 0
+}
+
+// Exec runs args in the running container ref with its environment,
+// working directory (unless cwd is set) and capabilities.
+func (s Store) Exec(ref string, args, env []string, cwd string, stdio Stdio) (*isolation.Process, error) {
+	st, err := s.Load(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Running() {
+		return nil, fmt.Errorf("container %s is not running", st.ID)
+	}
+	c := st.Config
+	if cwd == "" {
+		cwd = c.Cwd
+	}
+	spec := isolation.ExecSpec{
+		Args:       args,
+		Env:        append(append([]string{}, c.Env...), env...),
+		Cwd:        cwd,
+		Hostname:   c.Hostname,
+		Privileged: c.Privileged,
+		CapAdd:     c.CapAdd,
+		CapDrop:    c.CapDrop,
+	}
+	return isolation.Exec(st.Pid, spec, isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr})
+}
+
+// Kill sends sig to the PID 1 of the running container ref; with nsnet's
+// init the command gets it.
+func (s Store) Kill(ref string, sig unix.Signal) error {
+	st, err := s.Load(ref)
+	if err != nil {
+		return err
+	}
+	if !st.Running() {
+		return fmt.Errorf("container %s is not running", st.ID)
+	}
+	return signalProcess(st.Pid, st.PidStart, sig)
+}
+
+// signalProcess signals pid only if it is still the process that started
+// at start: through a pidfd, so the check and the signal concern the same
+// process even if the PID is reused in between.
+func signalProcess(pid int, start uint64, sig unix.Signal) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("opening process %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	if !alive(pid, start) {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signalling process %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Remove deletes container ref. A running one is refused unless force,
+// which kills it first and waits for its monitor to record the exit.
+func (s Store) Remove(ref string, force bool) error {
+	st, err := s.Load(ref)
+	if err != nil {
+		return err
+	}
+	if st.Running() {
+		if !force {
+			return fmt.Errorf("container %s is running: kill it first or use rm -f", st.ID)
+		}
+		if err := signalProcess(st.Pid, st.PidStart, unix.SIGKILL); err != nil {
+			return err
+		}
+		if !waitGone(st.Pid, st.PidStart, 10*time.Second) {
+			return fmt.Errorf("container %s did not exit after SIGKILL", st.ID)
+		}
+	}
+	// The monitor writes the exit code into the directory; let it finish
+	// (or, stuck while creating the container, stop it) before removing.
+	if st.Monitor != os.Getpid() && st.monitorAlive() && !waitGone(st.Monitor, st.MonitorStart, 5*time.Second) {
+		if !force {
+			return fmt.Errorf("container %s is being created or stopped by process %d: retry or use rm -f", st.ID, st.Monitor)
+		}
+		if err := signalProcess(st.Monitor, st.MonitorStart, unix.SIGKILL); err != nil {
+			return err
+		}
+		waitGone(st.Monitor, st.MonitorStart, 5*time.Second)
+	}
+	return s.remove(st.ID)
+}
+
+// waitGone polls until the process is gone or timeout passes.
+func waitGone(pid int, start uint64, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for alive(pid, start) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// SignalRelay forwards SIGINT, SIGTERM and SIGHUP to a container or an
+// exec'd command. It catches them from its creation, before the process
+// starts, so one that arrives during setup is delivered rather than killing
+// nsnet and leaving the container without the process that waits for it.
+type SignalRelay struct {
+	ch   chan os.Signal
+	done chan struct{}
+}
+
+// NewSignalRelay starts catching the signals.
+func NewSignalRelay() *SignalRelay {
+	r := &SignalRelay{ch: make(chan os.Signal, 8), done: make(chan struct{})}
+	signal.Notify(r.ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	return r
+}
+
+// Forward sends the signals caught so far, and later ones, to p until Stop.
+func (r *SignalRelay) Forward(p *isolation.Process) {
+	go func() {
+		for {
+			select {
+			case sig := <-r.ch:
+				_ = p.Signal(sig)
+			case <-r.done:
+				return
+			}
+		}
+	}()
+}
+
+// Stop restores the signals' default handling.
+func (r *SignalRelay) Stop() {
+	signal.Stop(r.ch)
+	close(r.done)
+}

@@ -1,0 +1,180 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// DefaultRoot is where container state lives unless RootEnv or --root
+// says otherwise.
+const DefaultRoot = "/run/nsnet"
+
+// RootEnv overrides DefaultRoot; tests use it to keep their state in a
+// temporary directory.
+const RootEnv = "NSNET_ROOT"
+
+// stateFile is the name of the state record in a container's directory.
+const stateFile = "state.json"
+
+// ErrNotFound is returned for an id or name no container has.
+var ErrNotFound = errors.New("no such container")
+
+// Store is the directory holding one subdirectory per container.
+type Store struct {
+	Root string
+}
+
+// Dir is the state directory of container id.
+func (s Store) Dir(id string) string { return filepath.Join(s.Root, id) }
+
+// create makes the state directory of a new container and records st in
+// it; it fails if the id or the name is taken.
+func (s Store) create(st *State) error {
+	if err := os.MkdirAll(s.Root, 0o711); err != nil {
+		return fmt.Errorf("creating state root %s: %w", s.Root, err)
+	}
+	if _, err := s.Load(st.Name); err == nil {
+		return fmt.Errorf("container name %q is already in use", st.Name)
+	}
+	dir := s.Dir(st.ID)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("container id %q is already in use", st.ID)
+		}
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	st.Dir = dir
+	if err := s.save(st); err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	return nil
+}
+
+// save writes st crash-safely: a reader sees the old or the new record,
+// never a partial one.
+func (s Store) save(st *State) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding state of %s: %w", st.ID, err)
+	}
+	return writeAtomic(filepath.Join(s.Dir(st.ID), stateFile), data, 0o600)
+}
+
+// writeAtomic writes a temporary file next to path, syncs it and renames it
+// over path.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// read loads the record of id as written, without refreshing it.
+func (s Store) read(id string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(s.Dir(id), stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return nil, fmt.Errorf("reading state of %s: %w", id, err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("decoding state of %s: %w", id, err)
+	}
+	return &st, nil
+}
+
+// Load finds a container by id, name or unique id prefix, with its status
+// checked against the kernel.
+func (s Store) Load(ref string) (*State, error) {
+	if CheckID(ref) != nil {
+		return nil, fmt.Errorf("%w: %q is not a valid id or name", ErrNotFound, ref)
+	}
+	if st, err := s.read(ref); err == nil {
+		st.refresh()
+		return st, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var byPrefix []*State
+	for _, st := range all {
+		if st.Name == ref {
+			return st, nil
+		}
+		if strings.HasPrefix(st.ID, ref) {
+			byPrefix = append(byPrefix, st)
+		}
+	}
+	switch len(byPrefix) {
+	case 0:
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+	case 1:
+		return byPrefix[0], nil
+	}
+	return nil, fmt.Errorf("container id prefix %q is ambiguous", ref)
+}
+
+// List returns every container, oldest first, with refreshed statuses.
+// Directories without a readable record (a run that crashed while
+// creating one) are skipped.
+func (s Store) List() ([]*State, error) {
+	entries, err := os.ReadDir(s.Root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", s.Root, err)
+	}
+	var out []*State
+	for _, e := range entries {
+		if !e.IsDir() || CheckID(e.Name()) != nil {
+			continue
+		}
+		st, err := s.read(e.Name())
+		if err != nil {
+			continue
+		}
+		st.refresh()
+		out = append(out, st)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// remove deletes the state directory of id.
+func (s Store) remove(id string) error {
+	if err := os.RemoveAll(s.Dir(id)); err != nil {
+		return fmt.Errorf("removing state of %s: %w", id, err)
+	}
+	return nil
+}
