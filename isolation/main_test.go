@@ -2,15 +2,15 @@ package isolation
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsnet/nsnet/internal/testrootfs"
 )
 
 // busyboxRoot is a rootfs made of Debian's busybox-static, shared by the
@@ -41,48 +41,22 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// buildBusyboxRoot makes a root with bin/busybox and one symlink per
-// applet, plus the directories a container whose root is mapped to an
-// unprivileged host uid cannot create itself.
+// buildBusyboxRoot makes the shared busybox root; "" when busybox is
+// not installed.
 func buildBusyboxRoot() (string, error) {
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		return "", nil
-	}
 	dir, err := os.MkdirTemp("", "nsnet-isolation-root-")
 	if err != nil {
 		return "", err
 	}
-	fail := func(err error) (string, error) {
+	if err := os.Chmod(dir, 0o755); err == nil {
+		err = testrootfs.Busybox(dir)
+	}
+	if err != nil {
 		os.RemoveAll(dir)
+		if errors.Is(err, testrootfs.ErrNoBusybox) {
+			return "", nil
+		}
 		return "", err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fail(err)
-	}
-	for _, d := range []string{"bin", "proc", "sys", "dev", "run", "tmp", "etc", "root", "mnt"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			return fail(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		return fail(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		return fail(err)
-	}
-	list, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		return fail(fmt.Errorf("busybox --list: %w", err))
-	}
-	for _, applet := range strings.Fields(string(list)) {
-		if applet == "busybox" {
-			continue
-		}
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil {
-			return fail(err)
-		}
 	}
 	return dir, nil
 }
@@ -149,27 +123,16 @@ func waitContainer(t *testing.T, p *Process) int {
 	return code
 }
 
-// hostMounts lists the test process's mounts, except nsfs ones: the
-// isolation code never makes those, and other test suites on the machine
-// keep creating and deleting named network namespaces.
+// hostMounts lists the test process's mounts (see testrootfs.HostMounts).
 func hostMounts(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	m, err := testrootfs.HostMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if strings.Contains(line, " - nsfs ") {
-			continue
-		}
-		out = append(out, strings.Join(strings.Fields(line)[2:], " "))
-	}
-	slices.Sort(out)
-	return out
+	return m
 }
 
-// checkMounts fails the test if the mount table differs from before.
 func checkMounts(t *testing.T, before []string) {
 	t.Helper()
 	after := hostMounts(t)

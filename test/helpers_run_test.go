@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/testrootfs"
 	"github.com/nsnet/nsnet/test/harness"
 )
 
@@ -92,42 +92,12 @@ func sharedTempDir(t *testing.T, prefix string, mode os.FileMode) string {
 	return dir
 }
 
-// busyboxRootfs makes a root with bin/busybox, one symlink per applet and
-// the directories a container root mapped to an unprivileged uid cannot
-// create.
+// busyboxRootfs makes a busybox root in a directory every uid can reach.
 func busyboxRootfs(t *testing.T) string {
 	t.Helper()
 	dir := sharedTempDir(t, "nsnet-run-rootfs-", 0o755)
-	for _, d := range []string{"bin", "proc", "sys", "dev", "run", "tmp", "etc", "root", "mnt"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Mount points of the /etc files, which a container root mapped to
-	// another uid could not create in a root-owned /etc.
-	for _, f := range []string{"hostname", "hosts", "resolv.conf"} {
-		if err := os.WriteFile(filepath.Join(dir, "etc", f), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bb, _ := exec.LookPath("busybox")
-	data, err := os.ReadFile(bb)
-	if err != nil {
+	if err := testrootfs.Busybox(dir); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	list, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
-	}
-	for _, applet := range strings.Fields(string(list)) {
-		if applet != "busybox" {
-			if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	return dir
 }
@@ -236,20 +206,12 @@ func (e *nsnetEnv) processes() []int {
 	return out
 }
 
-// hostMountList is the test process's mount table, without nsfs mounts,
-// which other tests on the machine create and delete all the time.
+// hostMountList is the test process's mount table (see testrootfs.HostMounts).
 func hostMountList(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	m, err := testrootfs.HostMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if strings.Contains(line, " - nsfs ") {
-			continue
-		}
-		out = append(out, strings.Join(strings.Fields(line)[2:], " "))
-	}
-	return out
+	return m
 }
