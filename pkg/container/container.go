@@ -96,12 +96,14 @@ func (s *State) monitorAlive() bool {
 }
 
 // refresh corrects the recorded status with what the kernel says: a
-// container whose PID 1 or (while being created) monitor is gone has
-// stopped, even if no one could record it.
+// container whose PID 1 and monitor are gone, or whose monitor died while
+// creating it, has stopped, even if no one could record it. While the
+// monitor lives it is about to record the exit code itself, so the
+// container is not reported stopped without one.
 func (s *State) refresh() {
 	switch s.Status {
 	case Running:
-		if !alive(s.Pid, s.PidStart) {
+		if !alive(s.Pid, s.PidStart) && !s.monitorAlive() {
 			s.Status = Stopped
 		}
 	case Created:
