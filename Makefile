@@ -14,12 +14,27 @@ CNI_CONF_DIR ?= /etc/cni/net.d
 DESTDIR     ?=
 TEST_TIMEOUT ?= 40m
 BENCH_FLAGS ?=
+RUNBENCH_FLAGS ?=
 
 BIN := bin
 # Debian packages the plugins and tests call (ip, nft, iptables, conntrack, ping, socat, nc).
 DEB_PACKAGES := iproute2 iptables nftables conntrack iputils-ping socat netcat-openbsd busybox-static
+# Debian packages only the benchmark calls: the runtimes runbench compares nsnet run with.
+BENCH_DEB_PACKAGES := runc crun bubblewrap
 
-.PHONY: all build install install-conf test bench demo fmt vet deps clean
+# install-debs installs the Debian packages of $(1) that are missing.
+define install-debs
+missing=; \
+for p in $(1); do \
+	dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+done; \
+if [ -z "$$missing" ]; then echo "Debian packages present: $(1)"; exit 0; fi; \
+echo "installing:$$missing"; \
+export DEBIAN_FRONTEND=noninteractive; \
+apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
+endef
+
+.PHONY: all build install install-conf test bench bench-deps demo fmt vet deps clean
 
 all: build
 
@@ -62,8 +77,9 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
-bench: build
+bench: build bench-deps
 	$(GO) run ./test/cmd/cnibench -bin $(CURDIR)/$(BIN) $(BENCH_FLAGS)
+	$(GO) run ./test/cmd/runbench -bin $(CURDIR)/$(BIN) $(RUNBENCH_FLAGS)
 
 # ADD/CHECK/DEL of a container through cnitool, inside a throw-away host netns.
 demo: install
@@ -76,14 +92,10 @@ vet:
 	$(GO) vet ./...
 
 deps:
-	@missing=; \
-	for p in $(DEB_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then echo "Debian packages present: $(DEB_PACKAGES)"; exit 0; fi; \
-	echo "installing:$$missing"; \
-	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
+	@$(call install-debs,$(DEB_PACKAGES))
+
+bench-deps: deps
+	@$(call install-debs,$(BENCH_DEB_PACKAGES))
 
 clean:
 	rm -rf $(BIN)

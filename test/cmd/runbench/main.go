@@ -1,0 +1,184 @@
+// Command runbench measures how long `nsnet run --rootfs R -- /bin/true` takes (full
+// hardening, --net none, nsnet's init as PID 1, --rm) next to `runc run`, `crun run` and
+// `bwrap` starting /bin/true in the same busybox-static root. Every tool runs once per
+// iteration, round-robin with the first tool rotating, so all see the same machine noise;
+// each sample is one whole command from fork/exec to exit. It prints the median and p95 per
+// tool and the ratios nsnet/runc, nsnet/crun and nsnet/bwrap against the targets of issue 4.
+//
+// The measurements run in a private mount namespace (the program re-executes itself there),
+// so nothing any tool mounts can outlive the run. runc puts its containers in a cgroup
+// below this process's own one in every hierarchy and removes it on delete; crun runs with
+// --cgroup-manager=disabled and bwrap creates no cgroup. Run as root: `make bench`, or
+// `go run ./test/cmd/runbench -bin bin -n 30 [-json]`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/nsnet/nsnet/internal/testrootfs"
+	"github.com/nsnet/nsnet/test/harness"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+type options struct {
+	n       int
+	json    bool
+	binDir  string
+	verbose bool
+}
+
+func parseFlags() (*options, error) {
+	var o options
+	flag.IntVar(&o.n, "n", 30, "timed runs per tool (at least 20 for the issue's figures)")
+	flag.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	flag.StringVar(&o.binDir, "bin", "", "directory with the built nsnet (default: build ./cmd/... into a temp dir)")
+	flag.BoolVar(&o.verbose, "v", false, "report progress on stderr")
+	flag.Parse()
+	if o.n < 1 {
+		return nil, errors.New("-n must be at least 1")
+	}
+	return &o, nil
+}
+
+func run() (code int) {
+	opts, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "runbench: must run as root (every tool creates namespaces and mounts)")
+		return 2
+	}
+	if !inPrivateMountNS() {
+		return reexecInPrivateMountNS()
+	}
+	if err := hideUnifiedControllers(); err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var cleanups []func() error
+	defer func() {
+		// Undo in reverse order, and keep going so one failure does not strand the rest.
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			if err := cleanups[i](); err != nil {
+				fmt.Fprintln(os.Stderr, "runbench: cleanup:", err)
+				code = 1
+			}
+		}
+	}()
+	defer1 := func(f func() error) { cleanups = append(cleanups, f) }
+
+	tools, skipped, err := setup(opts, defer1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		return 1
+	}
+	for _, s := range skipped {
+		fmt.Fprintf(os.Stderr, "runbench: skipping %s: %s\n", s.Tool, s.Reason)
+	}
+	r, err := measure(ctx, opts, tools)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		return 1
+	}
+	r.Skipped = skipped
+	if opts.json {
+		err = r.writeJSON(os.Stdout)
+	} else {
+		err = r.writeTable(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "runbench: writing report:", err)
+		return 1
+	}
+	return 0
+}
+
+// setup builds the rootfs and the tools to compare; tools whose binary is missing or that
+// cannot run safely here are returned as skipped, with the reason.
+func setup(opts *options, deferCleanup func(func() error)) ([]*tool, []skip, error) {
+	tmp, err := os.MkdirTemp("", "runbench-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating temp dir: %w", err)
+	}
+	deferCleanup(func() error { return os.RemoveAll(tmp) })
+	// Not 0700: the rootfs must be reachable the way a real one is.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, nil, err
+	}
+
+	binDir := opts.binDir
+	if binDir == "" {
+		binDir = filepath.Join(tmp, "bin")
+		if err := os.Mkdir(binDir, 0o755); err != nil {
+			return nil, nil, err
+		}
+		if err := harness.BuildProjectPlugins(binDir); err != nil {
+			return nil, nil, fmt.Errorf("building nsnet: %w", err)
+		}
+	}
+	nsnetBin, err := filepath.Abs(filepath.Join(binDir, "nsnet"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Stat(nsnetBin); err != nil {
+		return nil, nil, fmt.Errorf("nsnet binary missing (run make build): %w", err)
+	}
+
+	rootfs := filepath.Join(tmp, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if err := testrootfs.Busybox(rootfs); err != nil {
+		return nil, nil, fmt.Errorf("building the busybox rootfs: %w", err)
+	}
+
+	nsnet, err := newNsnetTool(nsnetBin, rootfs, filepath.Join(tmp, "nsnet-state"))
+	if err != nil {
+		return nil, nil, err
+	}
+	deferCleanup(nsnet.cleanup)
+	tools := []*tool{nsnet}
+	var skipped []skip
+	for _, mk := range []func(rootfs, dir string) (*tool, error){newRuncTool, newCrunTool, newBwrapTool} {
+		t, err := mk(rootfs, tmp)
+		var s *skipError
+		if errors.As(err, &s) {
+			skipped = append(skipped, skip{Tool: s.tool, Reason: s.reason})
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if t.cleanup != nil {
+			deferCleanup(t.cleanup)
+		}
+		tools = append(tools, t)
+	}
+	return tools, skipped, nil
+}
+
+// skipError says a tool cannot be measured on this machine.
+type skipError struct{ tool, reason string }
+
+func (e *skipError) Error() string { return e.tool + ": " + e.reason }
+
+// skip is a tool left out of the report, with the reason.
+type skip struct {
+	Tool   string `json:"tool"`
+	Reason string `json:"reason"`
+}

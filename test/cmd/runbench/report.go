@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// targets are issue 4's bounds on nsnet's median over another tool's.
+var targets = map[string]float64{"runc": 0.3, "crun": 1.0}
+
+// measure runs every tool opts.n times, round-robin; iteration j starts with tool j mod
+// len(tools) so none always runs first.
+func measure(ctx context.Context, opts *options, tools []*tool) (*report, error) {
+	samples := make([][]time.Duration, len(tools))
+	prefix := "rb" + randHex(4)
+	for j := range opts.n {
+		for k := range tools {
+			i := (j + k) % len(tools)
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("interrupted: %w", err)
+			}
+			d, err := tools[i].run(ctx, fmt.Sprintf("%s-%d", prefix, j))
+			if err != nil {
+				return nil, err
+			}
+			samples[i] = append(samples[i], d)
+		}
+		if opts.verbose && (j+1)%10 == 0 {
+			fmt.Fprintf(os.Stderr, "runbench: %d/%d iterations\n", j+1, opts.n)
+		}
+	}
+	r := &report{Runs: opts.n}
+	for i, t := range tools {
+		r.Results = append(r.Results, result{
+			Tool: t.name, Version: t.version,
+			Median: ms(percentile(samples[i], 50)), P95: ms(percentile(samples[i], 95)),
+			Min: ms(slices.Min(samples[i])),
+		})
+	}
+	r.Ratios = r.ratios()
+	return r, nil
+}
+
+// percentile is the nearest-rank percentile.
+func percentile(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100
+	return s[max(rank, 1)-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// result is one tool's wall-clock time to run /bin/true, in milliseconds.
+type result struct {
+	Tool    string  `json:"tool"`
+	Version string  `json:"version"`
+	Median  float64 `json:"median_ms"`
+	P95     float64 `json:"p95_ms"`
+	Min     float64 `json:"min_ms"`
+}
+
+// ratio is nsnet's time over another tool's, with the issue's bound where it sets one.
+type ratio struct {
+	Over   string   `json:"over"`
+	Median float64  `json:"median"`
+	P95    float64  `json:"p95"`
+	Target *float64 `json:"target_median,omitempty"`
+	Met    *bool    `json:"target_met,omitempty"`
+}
+
+type report struct {
+	Runs    int      `json:"runs_per_tool"`
+	Results []result `json:"results"`
+	Ratios  []ratio  `json:"ratios_nsnet_over"`
+	Skipped []skip   `json:"skipped,omitempty"`
+}
+
+// ratios compares nsnet (results[0]) with every other tool.
+func (r *report) ratios() []ratio {
+	var out []ratio
+	nsnet := r.Results[0]
+	for _, other := range r.Results[1:] {
+		q := ratio{Over: other.Tool, Median: div(nsnet.Median, other.Median), P95: div(nsnet.P95, other.P95)}
+		if t, ok := targets[other.Tool]; ok {
+			met := q.Median <= t
+			q.Target, q.Met = &t, &met
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (r *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func (r *report) writeTable(w io.Writer) error {
+	fmt.Fprintln(w, "== run /bin/true in a busybox-static rootfs: nsnet run vs runc run, crun run, bwrap")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "tool\tmedian\tp95\tmin\tversion\n")
+	for _, res := range r.Results {
+		fmt.Fprintf(tw, "%s\t%.2fms\t%.2fms\t%.2fms\t%s\n", res.Tool, res.Median, res.P95, res.Min, res.Version)
+	}
+	for _, q := range r.Ratios {
+		verdict := ""
+		if q.Target != nil {
+			verdict = fmt.Sprintf("target median <= %.2fx: ", *q.Target)
+			if *q.Met {
+				verdict += "met"
+			} else {
+				verdict += "NOT met"
+			}
+		}
+		fmt.Fprintf(tw, "nsnet/%s\t%.2fx\t%.2fx\t\t%s\n", q.Over, q.Median, q.P95, verdict)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "skipped %s: %s\n", s.Tool, s.Reason)
+	}
+	fmt.Fprintf(w, "%d runs per tool, interleaved round-robin; each run is one whole command, fork/exec to exit\n", r.Runs)
+	return nil
+}
