@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -113,12 +112,26 @@ func (s *State) refresh() {
 	}
 }
 
-// idPattern and namePattern are what ids and names may look like; both
-// become directory names, so neither may hold a slash or start with a dot.
-var (
-	idPattern   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
-	namePattern = idPattern
-)
+// validName says whether s may be an id or a name: 1-64 letters, digits,
+// '_', '.' or '-', the first a letter or digit. Both become directory
+// names, so neither may hold a slash or start with a dot. A loop rather
+// than a regexp: compiling one at package init would cost every nsnet
+// process, the container's setup child and init included, on its way up.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // NewID returns a random id of 12 hex digits.
 func NewID() (string, error) {
@@ -131,7 +144,7 @@ func NewID() (string, error) {
 
 // CheckID reports whether id can name a container's state directory.
 func CheckID(id string) error {
-	if !idPattern.MatchString(id) || filepath.Base(id) != id {
+	if !validName(id) || filepath.Base(id) != id {
 		return fmt.Errorf("bad container id %q: want 1-64 letters, digits, '_', '.' or '-', not starting with a symbol", id)
 	}
 	return nil
@@ -139,7 +152,7 @@ func CheckID(id string) error {
 
 // CheckName reports whether name is a valid container name.
 func CheckName(name string) error {
-	if !namePattern.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("bad container name %q: want 1-64 letters, digits, '_', '.' or '-', not starting with a symbol", name)
 	}
 	return nil

@@ -89,6 +89,7 @@ func TestCheckID(t *testing.T) {
 	for id, ok := range map[string]bool{
 		"0123456789ab": true, "web-1": true, "a.b_c": true,
 		"": false, "..": false, ".hidden": false, "a/b": false, "-x": false, strings.Repeat("a", 65): false,
+		strings.Repeat("a", 64): true, "Z9-": true, "a\n": false, "a b": false, "é": false, "_x": false,
 	} {
 		if err := CheckID(id); (err == nil) != ok {
 			t.Errorf("CheckID(%q) = %v, want ok=%v", id, err, ok)

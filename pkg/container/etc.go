@@ -81,10 +81,31 @@ func writeEtcFiles(dir string, cfg Config) (map[string]string, error) {
 	out := map[string]string{}
 	for name, data := range files {
 		p := filepath.Join(dir, name)
-		if err := writeAtomic(p, data, 0o644); err != nil {
+		if err := writeNew(p, data, 0o644); err != nil {
 			return nil, err
 		}
 		out["/etc/"+name] = p
 	}
 	return out, nil
+}
+
+// writeNew creates path with data and exactly mode (whatever the umask).
+// The /etc files need no atomic replacement: they are written once, into
+// the container's new state directory, before anything reads them.
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }
