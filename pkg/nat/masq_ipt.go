@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -103,11 +104,13 @@ func parseIptComment(c string) (subnet netip.Prefix, network string, ok bool) {
 
 // iptRule is one rule of iptables -S output.
 type iptRule struct {
-	args    []string // after "-A CHAIN", usable as a rulespec for -D
-	src     netip.Prefix
-	dst     netip.Prefix
-	comment string
-	target  string
+	args     []string // after "-A CHAIN", usable as a rulespec for -D
+	src, dst netip.Prefix
+	comment  string
+	target   string
+	proto    string
+	dport    int
+	toDest   netip.AddrPort
 }
 
 func (r iptRule) isReturn() bool {
@@ -171,6 +174,12 @@ func parseIptRules(lines []string, chain string) []iptRule {
 				r.comment = val
 			case "-j":
 				r.target = val
+			case "-p":
+				r.proto = val
+			case "--dport":
+				r.dport, _ = strconv.Atoi(val)
+			case "--to-destination":
+				r.toDest, _ = netip.ParseAddrPort(val)
 			default:
 				continue
 			}

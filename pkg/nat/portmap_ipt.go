@@ -101,51 +101,8 @@ func iptDNATSpec(e pmEntry) []string {
 		"-m", "comment", "--comment", iptDNATComment(e.target), "-j", "DNAT", "--to-destination", e.target.String())
 }
 
-// iptPMRule is one rule of our chains as iptables -S prints it.
-type iptPMRule struct {
-	args     []string // after "-A CHAIN", usable as a rulespec for -D
-	comment  string
-	src, dst netip.Prefix
-	proto    string
-	dport    int
-	toDest   netip.AddrPort
-}
-
-func parseIptPMRules(lines []string, chain string) []iptPMRule {
-	var rules []iptPMRule
-	for _, line := range lines {
-		words := splitIptLine(line)
-		if len(words) < 2 || words[0] != "-A" || words[1] != chain {
-			continue
-		}
-		r := iptPMRule{args: words[2:]}
-		for i := 0; i+1 < len(r.args); i++ {
-			val := r.args[i+1]
-			switch r.args[i] {
-			case "-s":
-				r.src, _ = netip.ParsePrefix(val)
-			case "-d":
-				r.dst, _ = netip.ParsePrefix(val)
-			case "-p":
-				r.proto = val
-			case "--dport":
-				r.dport, _ = strconv.Atoi(val)
-			case "--comment":
-				r.comment = val
-			case "--to-destination":
-				r.toDest, _ = netip.ParseAddrPort(val)
-			default:
-				continue
-			}
-			i++
-		}
-		rules = append(rules, r)
-	}
-	return rules
-}
-
 // entry reads one of our DNAT rules back; ok is false for anything else.
-func (r iptPMRule) entry(v6 bool) (pmEntry, bool) {
+func (r iptRule) entry(v6 bool) (pmEntry, bool) {
 	proto, known := pmProtocols[r.proto]
 	if !strings.HasPrefix(r.comment, iptPMComment) || !known || r.dport < 1 || r.dport > 65535 || !r.toDest.IsValid() {
 		return pmEntry{}, false
@@ -161,7 +118,7 @@ func (r iptPMRule) entry(v6 bool) (pmEntry, bool) {
 }
 
 // hairpin reads one of our hairpin rules back.
-func (r iptPMRule) hairpin() (netip.Addr, netip.Prefix, bool) {
+func (r iptRule) hairpin() (netip.Addr, netip.Prefix, bool) {
 	if !strings.HasPrefix(r.comment, iptHairpinTag) || !r.dst.IsValid() || !r.src.IsValid() {
 		return netip.Addr{}, netip.Prefix{}, false
 	}
@@ -172,9 +129,9 @@ func (r iptPMRule) hairpin() (netip.Addr, netip.Prefix, bool) {
 type iptPMState struct {
 	chains  bool // both nat chains exist
 	some    bool // at least one of them exists
-	dnat    []iptPMRule
+	dnat    []iptRule
 	entries []pmEntry // parallel to dnat
-	masq    []iptPMRule
+	masq    []iptRule
 }
 
 func (st *iptPMState) lookup(k pmKey) (netip.AddrPort, bool) {
@@ -201,7 +158,7 @@ func readIptPM(ipt *iptables.IPTables, v6 bool) (*iptPMState, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range parseIptPMRules(lines, iptPMChain) {
+	for _, r := range parseIptRules(lines, iptPMChain) {
 		if e, ok := r.entry(v6); ok {
 			st.dnat = append(st.dnat, r)
 			st.entries = append(st.entries, e)
@@ -211,7 +168,7 @@ func readIptPM(ipt *iptables.IPTables, v6 bool) (*iptPMState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st.masq = parseIptPMRules(lines, iptPMMasqChain)
+	st.masq = parseIptRules(lines, iptPMMasqChain)
 	st.chains, st.some = ports && masq, ports || masq
 	return st, nil
 }
@@ -298,7 +255,7 @@ func (p *iptPortMapper) add(byFam map[bool][]pmEntry, states map[bool]*iptPMStat
 				}
 			}
 		}
-		if !v6 && !slices.ContainsFunc(st.masq, func(r iptPMRule) bool { return r.comment == iptLocalhostTag }) {
+		if !v6 && !slices.ContainsFunc(st.masq, func(r iptRule) bool { return r.comment == iptLocalhostTag }) {
 			if err := ipt.Insert(iptNatTable, iptPMMasqChain, 1, iptLocalhostSpec()...); err != nil {
 				return fmt.Errorf("adding the localhost masquerade rule: %w", err)
 			}
@@ -394,7 +351,7 @@ func iptEnsureMartian(ipt *iptables.IPTables, v6 bool) error {
 		}
 	}
 	var have, wantComments []string
-	for _, r := range parseIptPMRules(lines, iptMartianChain) {
+	for _, r := range parseIptRules(lines, iptMartianChain) {
 		have = append(have, r.comment)
 	}
 	for _, spec := range want {
@@ -579,7 +536,7 @@ func checkIptPM(ipt *iptables.IPTables, v6 bool, es []pmEntry) ([]string, error)
 			missing = append(missing, fmt.Sprintf("nat chain %s has no hairpin rule -s %s -d %s", iptPMMasqChain, subnet, iptHostPrefix(ip)))
 		}
 	}
-	if !v6 && !slices.ContainsFunc(st.masq, func(r iptPMRule) bool { return r.comment == iptLocalhostTag }) {
+	if !v6 && !slices.ContainsFunc(st.masq, func(r iptRule) bool { return r.comment == iptLocalhostTag }) {
 		missing = append(missing, "nat chain "+iptPMMasqChain+" has no localhost masquerade rule")
 	}
 	for _, j := range iptPMNatJumps(v6) {
@@ -600,7 +557,7 @@ func checkIptMartian(ipt *iptables.IPTables, v6 bool) ([]string, error) {
 		return nil, err
 	}
 	var have []string
-	for _, r := range parseIptPMRules(lines, iptMartianChain) {
+	for _, r := range parseIptRules(lines, iptMartianChain) {
 		have = append(have, r.comment)
 	}
 	var missing []string

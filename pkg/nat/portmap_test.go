@@ -414,7 +414,7 @@ func TestIptDNATSpec(t *testing.T) {
 		if got := "-A NSNET-HOSTPORTS " + joinIptWords(spec); got != tt.line {
 			t.Errorf("spec of %v:\n%s\nwant\n%s", e, got, tt.line)
 		}
-		rules := parseIptPMRules([]string{"-N NSNET-HOSTPORTS", tt.line}, iptPMChain)
+		rules := parseIptRules([]string{"-N NSNET-HOSTPORTS", tt.line}, iptPMChain)
 		if len(rules) != 1 {
 			t.Fatalf("%d rules parsed from %q", len(rules), tt.line)
 		}
@@ -434,7 +434,7 @@ func TestIptDNATSpec(t *testing.T) {
 		`-A NSNET-HOSTPORTS -p tcp -m tcp --dport 80 -m comment --comment "nsnet-pm 10.0.0.1" -j DNAT --to-destination 10.0.0.1`,
 	}
 	for _, line := range foreign {
-		for _, r := range parseIptPMRules([]string{line}, iptPMChain) {
+		for _, r := range parseIptRules([]string{line}, iptPMChain) {
 			if e, ok := r.entry(false); ok {
 				t.Errorf("%q is taken as ours: %v", line, e)
 			}
@@ -461,11 +461,11 @@ func TestIptHairpinAndMartianSpecs(t *testing.T) {
 	if line != want {
 		t.Errorf("hairpin rule\n%s\nwant\n%s", line, want)
 	}
-	r := parseIptPMRules([]string{line}, iptPMMasqChain)[0]
+	r := parseIptRules([]string{line}, iptPMMasqChain)[0]
 	if gotIP, gotSubnet, ok := r.hairpin(); !ok || gotIP != ip || gotSubnet != subnet {
 		t.Errorf("hairpin rule parses to %s %s %v", gotIP, gotSubnet, ok)
 	}
-	lh := parseIptPMRules([]string{"-A NSNET-HOSTPORTS-MASQ " + joinIptWords(iptLocalhostSpec())}, iptPMMasqChain)[0]
+	lh := parseIptRules([]string{"-A NSNET-HOSTPORTS-MASQ " + joinIptWords(iptLocalhostSpec())}, iptPMMasqChain)[0]
 	if _, _, ok := lh.hairpin(); ok || lh.comment != iptLocalhostTag {
 		t.Errorf("localhost rule parses as %+v", lh)
 	}
@@ -474,7 +474,7 @@ func TestIptHairpinAndMartianSpecs(t *testing.T) {
 	}
 	for _, v6 := range []bool{false, true} {
 		for _, spec := range iptMartianRules(v6) {
-			r := parseIptPMRules([]string{"-A NSNET-MARTIAN " + joinIptWords(spec)}, iptMartianChain)[0]
+			r := parseIptRules([]string{"-A NSNET-MARTIAN " + joinIptWords(spec)}, iptMartianChain)[0]
 			if !strings.HasPrefix(r.comment, "nsnet-pm martian ") || (r.src != loopbackPrefix(v6) && r.dst != loopbackPrefix(v6)) {
 				t.Errorf("martian rule %q parses as %+v", spec, r)
 			}
