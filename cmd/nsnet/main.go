@@ -32,7 +32,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	addRootFlag(root)
-	root.AddCommand(netnsCommand(), runCommand(), psCommand(), execContainerCommand(),
+	root.AddCommand(netnsCommand(), cniCommand(), runCommand(), psCommand(), execContainerCommand(),
 		killCommand(), rmCommand(), inspectCommand(), monitorCommand())
 	cmd, err := root.ExecuteC()
 	if err == nil {
@@ -43,7 +43,7 @@ func main() {
 		os.Exit(int(code))
 	}
 	fmt.Fprintf(os.Stderr, "nsnet: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-	if isNetnsCommand(cmd) {
+	if isToolCommand(cmd) {
 		os.Exit(1)
 	}
 	// Container commands fail the way docker and podman do for errors
@@ -51,9 +51,11 @@ func main() {
 	os.Exit(isolation.ExitSetupFailed)
 }
 
-func isNetnsCommand(cmd *cobra.Command) bool {
+// isToolCommand reports whether cmd belongs to the netns or cni tools,
+// which exit 1 on errors as ip and cnitool do.
+func isToolCommand(cmd *cobra.Command) bool {
 	for c := cmd; c != nil; c = c.Parent() {
-		if c.Name() == "netns" {
+		if c.Name() == "netns" || c.Name() == "cni" {
 			return true
 		}
 	}

@@ -35,6 +35,9 @@ func add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkMappings(); err != nil {
+		return err
+	}
 	if c.PrevResult == nil {
 		return cniutil.ConfigError("portmap-lite must be chained after a plugin that creates the interface (no prevResult)")
 	}

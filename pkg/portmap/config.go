@@ -62,17 +62,24 @@ func LoadConf(stdin []byte) (*Conf, error) {
 	if !strings.HasPrefix(c.StateDir, "/") {
 		return nil, cniutil.ConfigError("invalid stateDir %q: want an absolute path", c.StateDir)
 	}
-	for i := range c.RuntimeConfig.PortMaps {
-		if err := c.RuntimeConfig.PortMaps[i].normalize(); err != nil {
-			return nil, cniutil.ConfigError("portMappings[%d]: %v", i, err)
-		}
-	}
 	if c.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&c.NetConf); err != nil {
 			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decoding prevResult: %v", err), "")
 		}
 	}
 	return c, nil
+}
+
+// checkMappings validates and normalises runtimeConfig.portMappings. Only
+// ADD needs them: DEL and GC work from the record, and must not fail on
+// mappings a runtime resends unchanged from a failed ADD.
+func (c *Conf) checkMappings() error {
+	for i := range c.RuntimeConfig.PortMaps {
+		if err := c.RuntimeConfig.PortMaps[i].normalize(); err != nil {
+			return cniutil.ConfigError("portMappings[%d]: %v", i, err)
+		}
+	}
+	return nil
 }
 
 func (m *Mapping) normalize() error {

@@ -52,6 +52,9 @@ func TestLoadConf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := LoadConf([]byte(tt.conf))
+			if err == nil {
+				err = c.checkMappings()
+			}
 			if tt.code == 0 {
 				if err != nil {
 					t.Fatal(err)
@@ -74,6 +77,9 @@ func FuzzLoadConf(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"0.3.1","name":"n","prevResult":{"ips":[{"version":"4","address":"10.0.0.2/24"}]}}`))
 	f.Fuzz(func(t *testing.T, stdin []byte) {
 		c, err := LoadConf(stdin)
+		if err == nil {
+			err = c.checkMappings()
+		}
 		if err != nil {
 			var te *types.Error
 			if !errors.As(err, &te) || te.Code == 0 {
@@ -132,5 +138,15 @@ func TestContainerIPsAndExpand(t *testing.T) {
 	back, err := rec.natMappings()
 	if err != nil || len(back) != len(ms) || !back[2].HostIP.Equal(ms[2].HostIP) || back[0].ContainerSubnet.String() != "10.1.0.0/24" {
 		t.Fatalf("record round trip: %v %+v", err, back)
+	}
+}
+
+func TestDelIgnoresBadMappings(t *testing.T) {
+	c, err := LoadConf([]byte(`{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}`))
+	if err != nil {
+		t.Fatalf("LoadConf refused mappings that only ADD uses: %v", err)
+	}
+	if err := c.checkMappings(); err == nil {
+		t.Fatal("checkMappings accepted hostPort 0")
 	}
 }
