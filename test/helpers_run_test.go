@@ -25,6 +25,10 @@ type nsnetEnv struct {
 	bin    string
 	state  string // NSNET_ROOT
 	rootfs string
+	// in, when set, runs every nsnet invocation in a netns (Host.Do), and
+	// env is added to their environment.
+	in  func(func() error) error
+	env []string
 }
 
 // result is what one nsnet invocation did.
@@ -105,7 +109,7 @@ func busyboxRootfs(t *testing.T) string {
 // command returns an nsnet invocation with the test's state root.
 func (e *nsnetEnv) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.bin, args...)
-	cmd.Env = append(os.Environ(), "NSNET_ROOT="+e.state)
+	cmd.Env = append(append(os.Environ(), "NSNET_ROOT="+e.state), e.env...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -118,7 +122,12 @@ func (e *nsnetEnv) run(args ...string) runResult {
 	cmd := e.command(ctx, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	var err error
+	if e.in != nil {
+		err = e.in(cmd.Run)
+	} else {
+		err = cmd.Run()
+	}
 	r := runResult{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
 	if err != nil && cmd.ProcessState == nil {
 		e.t.Fatalf("nsnet %v: %v", args, err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -42,19 +43,49 @@ func psCommand() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(w, "CONTAINER ID\tNAME\tSTATUS\tCOMMAND\tCREATED")
+			fmt.Fprintln(w, "CONTAINER ID\tNAME\tSTATUS\tCOMMAND\tCREATED\tIPS\tPORTS")
 			for _, st := range list {
 				if !all && st.Status == container.Stopped {
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%q\t%s\n", st.ID, st.Name, statusText(st),
-					strings.Join(st.Config.Args, " "), st.Created.Local().Format(time.DateTime))
+				ips, ports := networkText(st)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%q\t%s\t%s\t%s\n", st.ID, st.Name, statusText(st),
+					strings.Join(st.Config.Args, " "), st.Created.Local().Format(time.DateTime), ips, ports)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show stopped containers too")
 	return cmd
+}
+
+// networkText is a container's addresses and published ports as ps shows
+// them ("-" for none): "10.88.0.2", "0.0.0.0:8080->80/tcp".
+func networkText(st *container.State) (ips, ports string) {
+	ips, ports = "-", "-"
+	nw := st.Network
+	if nw == nil {
+		return ips, ports
+	}
+	var addrs, maps []string
+	for _, ip := range nw.IPs {
+		addr, _, _ := strings.Cut(ip, "/")
+		addrs = append(addrs, addr)
+	}
+	for _, p := range nw.Ports {
+		hostIP := p.HostIP
+		if hostIP == "" {
+			hostIP = "0.0.0.0"
+		}
+		maps = append(maps, fmt.Sprintf("%s->%d/%s", net.JoinHostPort(hostIP, strconv.Itoa(p.HostPort)), p.ContainerPort, p.Protocol))
+	}
+	if len(addrs) > 0 {
+		ips = strings.Join(addrs, ",")
+	}
+	if len(maps) > 0 {
+		ports = strings.Join(maps, ",")
+	}
+	return ips, ports
 }
 
 func statusText(st *container.State) string {

@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nsnet/nsnet/isolation"
+	"github.com/nsnet/nsnet/pkg/cninet"
 	"github.com/nsnet/nsnet/pkg/container"
 )
 
@@ -17,6 +20,9 @@ type runFlags struct {
 	id, name                           string
 	volumes, uidMaps, gidMaps, sysctls []string
 	env, addHosts                      []string
+	publish, dns                       []string
+	cniBinDirs                         []string
+	cni                                container.CNI
 	cfg                                container.Config
 }
 
@@ -28,7 +34,10 @@ func runCommand() *cobra.Command {
 		Long: `Run CMD in a new container: new UTS, IPC, PID, mount, cgroup and network
 namespaces (optionally a user namespace), its own root filesystem (--rootfs, or
 a throw-away root made of the host's /usr, /bin, /sbin, /lib* and /etc read-only)
-and runc's default hardening. In the foreground nsnet exits with CMD's exit
+and runc's default hardening. With --net NETWORK the container's netns is
+attached to that CNI network (CNI ADD) before CMD starts, its /etc/hosts and
+/etc/resolv.conf follow the result, and it is detached (CNI DEL) when it exits
+or is removed. In the foreground nsnet exits with CMD's exit
 code (128+N when signal N killed it) and forwards SIGINT, SIGTERM and SIGHUP;
 with -d it prints the container's id and a monitor process waits for it.
 Errors of nsnet itself exit with 125.`,
@@ -68,7 +77,23 @@ Errors of nsnet itself exit with 125.`,
 	fl.StringVar(&f.cfg.Rootfs, "rootfs", "", "root filesystem directory (default: read-only binds of the host's system directories)")
 	fl.BoolVar(&f.cfg.ReadOnly, "read-only", false, "make the root filesystem read-only")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "bind-mount HOST:CONTAINER[:ro] (repeatable)")
-	fl.StringVar(&f.cfg.Net, "net", "none", "network: none (new namespace, loopback only), host, or ns:/path/of/netns")
+	fl.StringVar(&f.cfg.Net, "net", "none",
+		"network: none (new namespace, loopback only), host, ns:/path/of/netns, or a CNI network name (e.g. "+cninet.DefaultNetwork+", built in)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil,
+		"publish [hostIP:]hostPort:containerPort[/tcp|udp|sctp] (ranges a-b allowed; repeatable; needs a CNI network)")
+	fl.StringArrayVar(&f.cfg.IPs, "ip", nil, "request this address on the CNI network (repeatable)")
+	fl.StringVar(&f.cfg.MAC, "mac", "", "request this MAC address on the CNI network")
+	fl.StringArrayVar(&f.dns, "dns", nil, "nameserver for /etc/resolv.conf (repeatable; replaces the network's and the host's)")
+	fl.StringArrayVar(&f.cfg.DNSSearch, "dns-search", nil, "search domain for /etc/resolv.conf (repeatable)")
+	cniRoot := os.Getenv(cniRootEnv)
+	if cniRoot == "" {
+		cniRoot = cninet.DefaultStateRoot
+	}
+	fl.StringVar(&f.cni.ConfDir, "cni-conf-dir", cninet.DefaultConfDir, "directory of CNI network configuration lists")
+	fl.StringArrayVar(&f.cniBinDirs, "cni-bin-dir", nil,
+		"directory of CNI plugins, repeatable or colon-separated (default "+cninet.DefaultBinDir+", then nsnet's own directory)")
+	fl.StringVar(&f.cni.StateRoot, "cni-state-root", cniRoot,
+		"directory of the built-in network's state and of the CNI result cache (env "+cniRootEnv+")")
 	fl.BoolVar(&f.cfg.UserNS, "userns", false, "run in a new user namespace (default map: the caller is root inside)")
 	fl.StringArrayVar(&f.uidMaps, "uidmap", nil, "user namespace uid range CONTAINER:HOST:SIZE (repeatable; implies --userns)")
 	fl.StringArrayVar(&f.gidMaps, "gidmap", nil, "user namespace gid range CONTAINER:HOST:SIZE (repeatable; implies --userns)")
@@ -134,6 +159,32 @@ func (f *runFlags) config(args []string) (container.Config, error) {
 			return cfg, err
 		}
 		cfg.AddHosts = append(cfg.AddHosts, e)
+	}
+	for _, p := range f.publish {
+		ms, err := cninet.ParsePublish(p)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Publish = append(cfg.Publish, ms...)
+	}
+	for _, d := range f.dns {
+		addr, err := netip.ParseAddr(d)
+		if err != nil {
+			return cfg, fmt.Errorf("--dns %q: not an IP address", d)
+		}
+		cfg.DNS = append(cfg.DNS, addr.String())
+	}
+	if f.cfg.Net != "" && f.cfg.Net != "none" && f.cfg.Net != "host" && !strings.HasPrefix(f.cfg.Net, "ns:") {
+		// Recorded with the container: its monitor and a later rm must
+		// find the same network and plugins.
+		cni := f.cni
+		for _, d := range f.cniBinDirs {
+			cni.BinDirs = append(cni.BinDirs, filepath.SplitList(d)...)
+		}
+		if cni.BinDirs == nil {
+			cni.BinDirs = cninet.DefaultBinDirs()
+		}
+		cfg.CNI = &cni
 	}
 	if cfg.Rootfs != "" {
 		if st, err := os.Stat(cfg.Rootfs); err != nil {

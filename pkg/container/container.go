@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/isolation"
+	"github.com/nsnet/nsnet/pkg/cninet"
 )
 
 // Config is what the user asked for; it is recorded with the state so exec
@@ -39,6 +40,14 @@ type Config struct {
 	Sysctls     map[string]string  `json:"sysctls,omitempty"`
 	AddHosts    []HostEntry        `json:"addHosts,omitempty"`
 	AutoRemove  bool               `json:"autoRemove,omitempty"`
+	// CNI, Publish, IPs and MAC concern a Net that names a CNI network;
+	// DNS and DNSSearch override the container's resolv.conf.
+	CNI       *CNI                 `json:"cni,omitempty"`
+	Publish   []cninet.PortMapping `json:"publish,omitempty"`
+	IPs       []string             `json:"ips,omitempty"`
+	MAC       string               `json:"mac,omitempty"`
+	DNS       []string             `json:"dns,omitempty"`
+	DNSSearch []string             `json:"dnsSearch,omitempty"`
 }
 
 // HostEntry is one --add-host line of /etc/hosts.
@@ -80,6 +89,8 @@ type State struct {
 	// detached container, the log of its output.
 	Dir    string `json:"dir"`
 	Config Config `json:"config"`
+	// Network is the container's CNI attachment while it has one.
+	Network *Network `json:"network,omitempty"`
 }
 
 // Running reports whether the container's PID 1 is still the process
@@ -158,26 +169,29 @@ func CheckName(name string) error {
 	return nil
 }
 
-// netNS turns --net into isolation's NetNS.
-func netNS(mode string) (string, error) {
+// netNS turns --net into isolation's NetNS; cni says that mode names a
+// CNI network, which the container joins in a new netns.
+func netNS(mode string) (ns string, cni bool, err error) {
 	switch {
 	case mode == "" || mode == "none":
-		return "", nil
+		return "", false, nil
 	case mode == "host":
-		return "host", nil
+		return "host", false, nil
 	case strings.HasPrefix(mode, "ns:"):
 		p := strings.TrimPrefix(mode, "ns:")
 		if !filepath.IsAbs(p) {
-			return "", fmt.Errorf("--net %s: the namespace path must be absolute", mode)
+			return "", false, fmt.Errorf("--net %s: the namespace path must be absolute", mode)
 		}
-		return p, nil
+		return p, false, nil
+	case validName(mode):
+		return "", true, nil
 	}
-	return "", fmt.Errorf("--net %q: want none, host or ns:/path (named CNI networks are not supported yet)", mode)
+	return "", false, fmt.Errorf("--net %q: want none, host, ns:/path or the name of a CNI network", mode)
 }
 
 // spec is the isolation Spec of a container whose /etc files are in dir.
 func (c Config) spec(etcFiles map[string]string) (isolation.Spec, error) {
-	net, err := netNS(c.Net)
+	net, _, err := netNS(c.Net)
 	if err != nil {
 		return isolation.Spec{}, err
 	}

@@ -101,12 +101,17 @@ func TestNetNS(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"", ""}, {"none", ""}, {"host", "host"}, {"ns:/run/netns/x", "/run/netns/x"},
 	} {
-		if got, err := netNS(tc.in); err != nil || got != tc.want {
-			t.Errorf("netNS(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		if got, cni, err := netNS(tc.in); err != nil || got != tc.want || cni {
+			t.Errorf("netNS(%q) = %q, %v, %v; want %q", tc.in, got, cni, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"bridge", "ns:relative", "ns:"} {
-		if _, err := netNS(bad); err == nil {
+	for _, name := range []string{"bridge-lite", "net.1"} {
+		if got, cni, err := netNS(name); err != nil || got != "" || !cni {
+			t.Errorf("netNS(%q) = %q, %v, %v; want a CNI network in a new netns", name, got, cni, err)
+		}
+	}
+	for _, bad := range []string{"ns:relative", "ns:", "a b", "-x", "a/b"} {
+		if _, _, err := netNS(bad); err == nil {
 			t.Errorf("netNS(%q) accepted", bad)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 // hostResolvConf is read for the container's resolv.conf.
@@ -73,10 +75,16 @@ func writeEtcFiles(dir string, cfg Config) (map[string]string, error) {
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("reading %s: %w", hostResolvConf, err)
 	}
+	resolv := resolvConf(host)
+	if len(cfg.DNS)+len(cfg.DNSSearch) > 0 {
+		if resolv, err = resolvConfFor(cfg, types.DNS{}); err != nil {
+			return nil, err
+		}
+	}
 	files := map[string][]byte{
 		"hostname":    []byte(cfg.Hostname + "\n"),
 		"hosts":       hostsFile(cfg.Hostname, cfg.AddHosts),
-		"resolv.conf": resolvConf(host),
+		"resolv.conf": resolv,
 	}
 	out := map[string]string{}
 	for name, data := range files {

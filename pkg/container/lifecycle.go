@@ -46,8 +46,12 @@ func (s Store) Prepare(id, name string, cfg Config) (*State, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	if _, err := netNS(cfg.Net); err != nil {
+	_, cni, err := netNS(cfg.Net)
+	if err != nil {
 		return nil, err
+	}
+	if !cni && (len(cfg.Publish) > 0 || len(cfg.IPs) > 0 || cfg.MAC != "") {
+		return nil, fmt.Errorf("publishing ports, --ip and --mac need --net NETWORK, not --net %s", cfg.Net)
 	}
 	if len(cfg.Args) == 0 || cfg.Args[0] == "" {
 		return nil, errors.New("no command given")
@@ -86,8 +90,9 @@ func (st *State) setMonitor(pid int) error {
 }
 
 // Start starts a prepared container and records it as running, with the
-// calling process as its monitor: the one that must Wait and Finish. On
-// failure the container's state is removed.
+// calling process as its monitor: the one that must Wait and Finish. A
+// container on a CNI network is attached to it before its command starts.
+// On failure the container's state is removed.
 func (s Store) Start(st *State, stdio Stdio) (*isolation.Process, error) {
 	p, err := s.start(st, stdio)
 	if err != nil {
@@ -105,9 +110,14 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err := st.setMonitor(os.Getpid()); err != nil {
 		return nil, err
 	}
-	p, err := isolation.Start(spec, isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr})
+	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
+	if _, cni, _ := netNS(st.Config.Net); cni {
+		opts.Prestart = func(pid int) error { return s.attachNetwork(st, pid) }
+	}
+	p, err := isolation.Start(spec, opts)
 	if err != nil {
-		return nil, err
+		// The attachment exists when the start failed after Prestart.
+		return nil, errors.Join(err, s.detachNetwork(st))
 	}
 	st.Pid = p.Pid
 	st.PidStart, err = startTime(p.Pid)
@@ -118,7 +128,7 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		_ = p.Signal(unix.SIGKILL)
 		_, _ = p.Wait()
-		return nil, fmt.Errorf("recording container %s: %w", st.ID, err)
+		return nil, errors.Join(fmt.Errorf("recording container %s: %w", st.ID, err), s.detachNetwork(st))
 	}
 	return p, nil
 }
@@ -132,15 +142,17 @@ func etcFiles(dir string) map[string]string {
 	return out
 }
 
-// Finish records that the container exited with code, or removes it when
-// it was run with AutoRemove.
+// Finish detaches the container from its CNI network and records that it
+// exited with code, or removes it when it was run with AutoRemove. When
+// the DEL fails the attachment stays recorded, for rm to retry.
 func (s Store) Finish(st *State, code int) error {
-	if st.Config.AutoRemove {
+	nerr := s.detachNetwork(st)
+	if st.Config.AutoRemove && nerr == nil {
 		return s.remove(st.ID)
 	}
 	now := time.Now().UTC()
 	st.Status, st.ExitCode, st.Finished = Stopped, &code, &now
-	return s.save(st)
+	return errors.Join(nerr, s.save(st))
 }
 
 // Run runs a container in the foreground: it returns the command's exit
@@ -309,7 +321,9 @@ func signalProcess(pid int, start uint64, sig unix.Signal) error {
 }
 
 // Remove deletes container ref. A running one is refused unless force,
-// which kills it first and waits for its monitor to record the exit.
+// which kills it first and waits for its monitor to record the exit. A
+// CNI attachment still recorded (its nsnet was killed) is deleted first;
+// when that fails the container stays, for rm to retry.
 func (s Store) Remove(ref string, force bool) error {
 	st, err := s.Load(ref)
 	if err != nil {
@@ -336,6 +350,18 @@ func (s Store) Remove(ref string, force bool) error {
 			return err
 		}
 		waitGone(st.Monitor, st.MonitorStart, 5*time.Second)
+	}
+	// The monitor may have detached the network, or removed the container,
+	// meanwhile.
+	st, err = s.read(st.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.detachNetwork(st); err != nil {
+		return err
 	}
 	return s.remove(st.ID)
 }
