@@ -80,6 +80,7 @@ test:
 bench: build bench-deps
 	$(GO) run ./test/cmd/cnibench -bin $(CURDIR)/$(BIN) $(BENCH_FLAGS)
 	$(GO) run ./test/cmd/runbench -bin $(CURDIR)/$(BIN) $(RUNBENCH_FLAGS)
+	$(GO) run ./test/cmd/runbench -bin $(CURDIR)/$(BIN) -net $(RUNBENCH_FLAGS)
 
 # ADD/CHECK/DEL of a container through cnitool, inside a throw-away host netns.
 demo: install

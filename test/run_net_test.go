@@ -105,14 +105,24 @@ func (e *netRunEnv) address(id string) string {
 }
 
 // assertNoNetLeftovers checks the host for everything the network and the
-// containers' netns pins could leave.
+// containers' netns pins could leave, and the state root for containers.
 func (e *netRunEnv) assertNoNetLeftovers() {
 	e.t.Helper()
-	harness.AssertNoLeftovers(e.t, e.host, harness.LeftoverOptions{
+	e.assertNoAttachments(harness.LeftoverOptions{
 		AllowLinks:   []string{netRunBridge},
 		IPAMDataDirs: []string{filepath.Join(e.dirs, "ipam")},
 		StateDirs:    []string{filepath.Join(e.dirs, "bridge"), filepath.Join(e.dirs, "portmap")},
 	})
+	if entries, _ := os.ReadDir(e.state); len(entries) > 0 {
+		e.t.Errorf("state left: %v", entries)
+	}
+}
+
+// assertNoAttachments checks the host for what an attachment leaves (see
+// opts) and for netns pins still mounted under the state root.
+func (e *netRunEnv) assertNoAttachments(opts harness.LeftoverOptions) {
+	e.t.Helper()
+	harness.AssertNoLeftovers(e.t, e.host, opts)
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		e.t.Fatal(err)
@@ -120,21 +130,25 @@ func (e *netRunEnv) assertNoNetLeftovers() {
 	if strings.Contains(string(mounts), e.state) {
 		e.t.Errorf("a mount under the state root %s is left:\n%s", e.state, mounts)
 	}
-	if entries, _ := os.ReadDir(e.state); len(entries) > 0 {
-		e.t.Errorf("state left: %v", entries)
-	}
 }
 
 // extGet fetches http://addr/ from the ext netns, retrying while the
 // server starts.
 func extGet(t *testing.T, host *harness.Host, addr string) string {
 	t.Helper()
+	return httpGet(t, host.Ext, addr)
+}
+
+// httpGet fetches http://addr/ from the netns ns, retrying while the
+// server starts.
+func httpGet(t *testing.T, ns *harness.NetNS, addr string) string {
+	t.Helper()
 	var body []byte
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		var conn net.Conn
 		// The socket belongs to the netns it was made in.
-		if err = host.Ext.Do(func() (err error) { conn, err = net.DialTimeout("tcp4", addr, 2*time.Second); return err }); err != nil {
+		if err = ns.Do(func() (err error) { conn, err = net.DialTimeout("tcp4", addr, 2*time.Second); return err }); err != nil {
 			continue
 		}
 		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
@@ -149,7 +163,7 @@ func extGet(t *testing.T, host *harness.Host, addr string) string {
 			err = fmt.Errorf("no HTTP response: %q", body)
 		}
 	}
-	t.Errorf("GET http://%s/ from ext: %v", addr, err)
+	t.Errorf("GET http://%s/ from %s: %v", addr, ns.Name(), err)
 	return ""
 }
 
@@ -261,5 +275,130 @@ func TestRunNetForegroundAndKilled(t *testing.T) {
 	<-done
 	e.waitStatus("nsnt-killed", "stopped")
 	e.mustSucceed(e.run("rm", "nsnt-killed"))
+	e.assertNoNetLeftovers()
+}
+
+func TestRunNetPublishFromHost(t *testing.T) {
+	e := newNetRunEnv(t)
+	if err := os.MkdirAll(filepath.Join(e.rootfs, "www"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.rootfs, "www", "index.html"), []byte("published\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	web := e.detachNet("-p", "8080:80", "--", "httpd", "-f", "-p", "80", "-h", "/www")
+	e.address(web)
+	for _, addr := range []string{harness.HostUplinkIP, "127.0.0.1"} {
+		if got := httpGet(t, e.host.NetNS, addr+":8080"); got != "published\n" {
+			t.Errorf("host → %s:8080 got %q", addr, got)
+		}
+	}
+	if got := extGet(t, e.host, harness.HostUplinkIP+":8080"); got != "published\n" {
+		t.Errorf("ext → %s:8080 got %q", harness.HostUplinkIP, got)
+	}
+	e.mustSucceed(e.run("rm", "-f", web))
+	e.assertNoNetLeftovers()
+}
+
+func TestRunNetEmbeddedDefault(t *testing.T) {
+	harness.RequireRoot(t)
+	bins := harness.Build(t)
+	bins.Require(t, "bridge-lite")
+	bins.Require(t, "portmap-lite")
+	host := harness.NewHost(t)
+	// No file in the conf dir defines bridge-lite: the built-in network
+	// is used, with its state under the CNI state root.
+	confDir, cniRoot := t.TempDir(), t.TempDir()
+	e := newNsnetEnv(t)
+	e.in = host.Do
+	r := e.sh("ip -4 -o addr show eth0; ip route; ping -c 1 -W 2 "+harness.ExtUplinkIP+" >/dev/null && echo ext reached",
+		"--net", "bridge-lite", "-p", "8080:80", "--cni-conf-dir", confDir, "--cni-bin-dir", bins.ProjectDir,
+		"--cni-state-root", cniRoot)
+	e.mustSucceed(r)
+	var gw string
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "default" && f[1] == "via" {
+			gw = f[2]
+		}
+	}
+	if !strings.Contains(r.stdout, "inet 10.") || gw == "" || !strings.Contains(r.stdout, "ext reached\n") {
+		t.Fatalf("in the container: want an address, a default route and ext reached:\n%s", r.stdout)
+	}
+	// The gateway is the built-in bridge's address, on a subnet apart
+	// from the host's uplink.
+	out, err := host.Exec(t, "ip", "-4", "-o", "addr", "show", "dev", "nsnet0")
+	if err != nil || !strings.Contains(string(out), "inet "+gw+"/") {
+		t.Errorf("bridge nsnet0 lacks the gateway %s: %s %v", gw, out, err)
+	}
+	if strings.HasPrefix(gw, "10.97.0.") {
+		t.Errorf("the built-in network's gateway %s is on the host's uplink subnet", gw)
+	}
+	harness.AssertNoLeftovers(t, host, harness.LeftoverOptions{
+		AllowLinks:   []string{"nsnet0"},
+		IPAMDataDirs: []string{filepath.Join(cniRoot, "ipam")},
+		StateDirs:    []string{filepath.Join(cniRoot, "bridge-lite"), filepath.Join(cniRoot, "portmap-lite")},
+	})
+	_ = filepath.WalkDir(filepath.Join(cniRoot, "cache"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			t.Errorf("CNI result cache left: %s", path)
+		}
+		return nil
+	})
+}
+
+func TestRunNetGCAfterKill(t *testing.T) {
+	e := newNetRunEnv(t)
+	removed := e.detachNet("--rm", "-p", "8084:80", "--", "sleep", "60")
+	kept := e.detachNet("--", "sleep", "60")
+	for _, id := range []string{removed, kept} {
+		e.address(id)
+		st := e.inspect(id)
+		if st.Monitor <= 0 {
+			t.Fatalf("container %s records no monitor", id)
+		}
+		// The monitor is the nsnet process that would DEL; its container
+		// dies with it.
+		if err := syscall.Kill(st.Monitor, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{removed, kept} {
+		e.waitStatus(id, "stopped")
+	}
+	if e.address(kept) == "" {
+		t.Fatal("the killed container lost its recorded attachment before gc")
+	}
+
+	r := e.run("gc")
+	e.mustSucceed(r)
+	for id, want := range map[string]string{
+		removed: removed + "\t" + removed + "\tdetached from bridge-lite, removed\n",
+		kept:    kept + "\t" + kept + "\tdetached from bridge-lite\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("gc output lacks %q for %s:\n%s", want, id, r.stdout)
+		}
+	}
+	if r := e.run("inspect", removed); r.code == 0 {
+		t.Errorf("the --rm container is still recorded:\n%s", r.stdout)
+	}
+	r = e.run("inspect", kept)
+	e.mustSucceed(r)
+	var st netState
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Network != nil {
+		t.Errorf("the kept container still records an attachment:\n%s", r.stdout)
+	}
+	if r := e.run("gc"); r.code != 0 || r.stdout != "" {
+		t.Errorf("a second gc: %s; want success and nothing done", r)
+	}
+	e.assertNoAttachments(harness.LeftoverOptions{
+		AllowLinks:   []string{netRunBridge},
+		IPAMDataDirs: []string{filepath.Join(e.dirs, "ipam")},
+		StateDirs:    []string{filepath.Join(e.dirs, "bridge"), filepath.Join(e.dirs, "portmap")},
+	})
+	e.mustSucceed(e.run("rm", kept))
 	e.assertNoNetLeftovers()
 }

@@ -222,3 +222,28 @@ func monitorCommand() *cobra.Command {
 		},
 	}
 }
+
+func gcCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Clean up after containers whose nsnet was killed",
+		Long: `Detach every container whose processes are gone from its CNI network (CNI DEL,
+then its netns is released) and remove the state of those run with --rm. Running
+containers, and those whose nsnet is still finishing them, are left alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			done, err := store().GC()
+			for _, d := range done {
+				var what []string
+				if d.Network != "" {
+					what = append(what, "detached from "+d.Network)
+				}
+				if d.Removed {
+					what = append(what, "removed")
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s\t%s\t%s\n", d.ID, d.Name, strings.Join(what, ", "))
+			}
+			return err
+		},
+	}
+}

@@ -33,7 +33,7 @@ func main() {
 	}
 	addRootFlag(root)
 	root.AddCommand(netnsCommand(), cniCommand(), runCommand(), psCommand(), execContainerCommand(),
-		killCommand(), rmCommand(), inspectCommand(), monitorCommand())
+		killCommand(), rmCommand(), gcCommand(), inspectCommand(), monitorCommand())
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return

@@ -35,6 +35,7 @@ type options struct {
 	json    bool
 	binDir  string
 	verbose bool
+	net     bool
 }
 
 func parseFlags() (*options, error) {
@@ -43,6 +44,8 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	flag.StringVar(&o.binDir, "bin", "", "directory with the built nsnet (default: build ./cmd/... into a temp dir)")
 	flag.BoolVar(&o.verbose, "v", false, "report progress on stderr")
+	flag.BoolVar(&o.net, "net", false, "instead: nsnet run --net bridge-lite -p 8080:80 against runc run + cnitool add/del "+
+		"of the reference bridge, host-local and portmap, in a sandbox host netns")
 	flag.Parse()
 	if o.n < 1 {
 		return nil, errors.New("-n must be at least 1")
@@ -82,7 +85,7 @@ func run() (code int) {
 	}()
 	defer1 := func(f func() error) { cleanups = append(cleanups, f) }
 
-	tools, skipped, err := setup(opts, defer1)
+	tools, skipped, within, err := setup(opts, defer1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runbench:", err)
 		return 1
@@ -90,12 +93,21 @@ func run() (code int) {
 	for _, s := range skipped {
 		fmt.Fprintf(os.Stderr, "runbench: skipping %s: %s\n", s.Tool, s.Reason)
 	}
-	r, err := measure(ctx, opts, tools)
+	var r *report
+	err = within(func() (err error) {
+		r, err = measure(ctx, opts, tools)
+		return err
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runbench:", err)
 		return 1
 	}
 	r.Skipped = skipped
+	r.Title = "run /bin/true in a busybox-static rootfs: nsnet run vs runc run, crun run, bwrap"
+	if opts.net {
+		r.Title = "run /bin/true with a published port: nsnet run --net bridge-lite -p 8080:80 vs " +
+			"cnitool add (bridge+host-local+portmap) + runc run + cnitool del, in a sandbox host netns"
+	}
 	if opts.json {
 		err = r.writeJSON(os.Stdout)
 	} else {
@@ -109,52 +121,65 @@ func run() (code int) {
 }
 
 // setup builds the rootfs and the tools to compare; tools whose binary is missing or that
-// cannot run safely here are returned as skipped, with the reason.
-func setup(opts *options, deferCleanup func(func() error)) ([]*tool, []skip, error) {
+// cannot run safely here are returned as skipped, with the reason. within is how the tools
+// must be run: in the sandbox host netns for -net.
+func setup(opts *options, deferCleanup func(func() error)) (tools []*tool, skipped []skip, within func(func() error) error, err error) {
+	tools, skipped, within, err = setupTools(opts, deferCleanup)
+	if within == nil {
+		within = func(f func() error) error { return f() }
+	}
+	return tools, skipped, within, err
+}
+
+func setupTools(opts *options, deferCleanup func(func() error)) ([]*tool, []skip, func(func() error) error, error) {
 	tmp, err := os.MkdirTemp("", "runbench-")
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating temp dir: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating temp dir: %w", err)
 	}
 	deferCleanup(func() error { return os.RemoveAll(tmp) })
 	// Not 0700: the rootfs must be reachable the way a real one is.
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	binDir := opts.binDir
 	if binDir == "" {
 		binDir = filepath.Join(tmp, "bin")
 		if err := os.Mkdir(binDir, 0o755); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := harness.BuildProjectPlugins(binDir); err != nil {
-			return nil, nil, fmt.Errorf("building nsnet: %w", err)
+			return nil, nil, nil, fmt.Errorf("building nsnet: %w", err)
 		}
 	}
 	nsnetBin, err := filepath.Abs(filepath.Join(binDir, "nsnet"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if _, err := os.Stat(nsnetBin); err != nil {
-		return nil, nil, fmt.Errorf("nsnet binary missing (run make build): %w", err)
+		return nil, nil, nil, fmt.Errorf("nsnet binary missing (run make build): %w", err)
 	}
 
 	rootfs := filepath.Join(tmp, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := testrootfs.Busybox(rootfs); err != nil {
-		return nil, nil, fmt.Errorf("building the busybox rootfs: %w", err)
+		return nil, nil, nil, fmt.Errorf("building the busybox rootfs: %w", err)
 	}
 
+	if opts.net {
+		return setupNet(tmp, nsnetBin, rootfs, deferCleanup)
+	}
 	nsnet, err := newNsnetTool(nsnetBin, rootfs, filepath.Join(tmp, "nsnet-state"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	deferCleanup(nsnet.cleanup)
 	tools := []*tool{nsnet}
 	var skipped []skip
-	for _, mk := range []func(rootfs, dir string) (*tool, error){newRuncTool, newCrunTool, newBwrapTool} {
+	runc := func(rootfs, dir string) (*tool, error) { return newRuncTool(rootfs, dir, "") }
+	for _, mk := range []func(rootfs, dir string) (*tool, error){runc, newCrunTool, newBwrapTool} {
 		t, err := mk(rootfs, tmp)
 		var s *skipError
 		if errors.As(err, &s) {
@@ -162,14 +187,14 @@ func setup(opts *options, deferCleanup func(func() error)) ([]*tool, []skip, err
 			continue
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if t.cleanup != nil {
 			deferCleanup(t.cleanup)
 		}
 		tools = append(tools, t)
 	}
-	return tools, skipped, nil
+	return tools, skipped, nil, nil
 }
 
 // skipError says a tool cannot be measured on this machine.

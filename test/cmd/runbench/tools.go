@@ -24,29 +24,44 @@ type tool struct {
 	version string
 	// command is the timed invocation; id is unique per run.
 	command func(ctx context.Context, id string) *exec.Cmd
+	// commands, when set instead, are timed together, run one after the other; all run
+	// even when one fails, so what an earlier one set up is torn down.
+	commands func(ctx context.Context, id string) []*exec.Cmd
 	// after runs untimed once the command exited, to make sure nothing of run id remains.
 	after func(id string) error
 	// cleanup runs once at the end.
 	cleanup func() error
 }
 
-// run times one whole invocation, fork/exec to exit.
+// run times one whole invocation, fork/exec to exit (of the last, for a sequence).
 func (t *tool) run(ctx context.Context, id string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
-	cmd := t.command(ctx, id)
+	var cmds []*exec.Cmd
+	if t.commands != nil {
+		cmds = t.commands(ctx, id)
+	} else {
+		cmds = []*exec.Cmd{t.command(ctx, id)}
+	}
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
+	for _, cmd := range cmds {
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.WaitDelay = 5 * time.Second
+	}
+	var errs []error
 	start := time.Now()
-	err := cmd.Run()
+	for _, cmd := range cmds {
+		if err := cmd.Run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err))
+		}
+	}
 	d := time.Since(start)
 	var afterErr error
 	if t.after != nil {
 		afterErr = t.after(id)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("%s (%s): %w\n%s", t.name, strings.Join(cmd.Args, " "), err, out.String())
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("%s: %w\n%s", t.name, err, out.String())
 	}
 	if afterErr != nil {
 		return 0, fmt.Errorf("%s after run %s: %w", t.name, id, afterErr)
@@ -86,7 +101,8 @@ func newNsnetTool(bin, rootfs, state string) (*tool, error) {
 // newRuncTool runs runc with a temp --root, its bundle's cgroupsPath relative: runc then
 // places the container below its own (this process's) cgroup in every hierarchy. A
 // first run prints the container's /proc/self/cgroup to prove it before any timed run.
-func newRuncTool(rootfs, dir string) (*tool, error) {
+// With netns set the container joins that network namespace instead of making one.
+func newRuncTool(rootfs, dir, netns string) (*tool, error) {
 	bin, err := exec.LookPath("runc")
 	if err != nil {
 		return nil, &skipError{"runc", "not installed (make bench-deps)"}
@@ -101,7 +117,7 @@ func newRuncTool(rootfs, dir string) (*tool, error) {
 		return nil, &skipError{"runc", fmt.Sprintf("cannot locate the cgroup it would create: %v", err)}
 	}
 	bundle, state := filepath.Join(dir, "runc-bundle"), filepath.Join(dir, "runc-state")
-	if err := makeBundle(bin, bundle, rootfs, cgName, []string{"/bin/cat", "/proc/self/cgroup"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, cgName, netns, []string{"/bin/cat", "/proc/self/cgroup"}); err != nil {
 		return nil, err
 	}
 	t := &tool{
@@ -122,7 +138,7 @@ func newRuncTool(rootfs, dir string) (*tool, error) {
 	if err := checkBelow(own, out); err != nil {
 		return nil, &skipError{"runc", fmt.Sprintf("container cgroup not below ours: %v", err)}
 	}
-	if err := makeBundle(bin, bundle, rootfs, cgName, []string{"/bin/true"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, cgName, netns, []string{"/bin/true"}); err != nil {
 		return nil, err
 	}
 	if _, err := t.run(context.Background(), "warmup"); err != nil {
@@ -139,7 +155,7 @@ func newCrunTool(rootfs, dir string) (*tool, error) {
 		return nil, &skipError{"crun", "not installed (make bench-deps)"}
 	}
 	bundle, state := filepath.Join(dir, "crun-bundle"), filepath.Join(dir, "crun-state")
-	if err := makeBundle(bin, bundle, rootfs, "", []string{"/bin/true"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, "", "", []string{"/bin/true"}); err != nil {
 		return nil, err
 	}
 	t := &tool{
@@ -179,8 +195,9 @@ func newBwrapTool(rootfs, _ string) (*tool, error) {
 }
 
 // makeBundle writes an OCI bundle from the runtime's default spec: the rootfs writable,
-// args without a terminal, and the given cgroupsPath ("" leaves it unset).
-func makeBundle(bin, bundle, rootfs, cgroupsPath string, args []string) error {
+// args without a terminal, the given cgroupsPath ("" leaves it unset) and the network
+// namespace at netns ("": a new one).
+func makeBundle(bin, bundle, rootfs, cgroupsPath, netns string, args []string) error {
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		return err
 	}
@@ -210,6 +227,14 @@ func makeBundle(bin, bundle, rootfs, cgroupsPath string, args []string) error {
 	delete(linux, "cgroupsPath")
 	if cgroupsPath != "" {
 		linux["cgroupsPath"] = cgroupsPath
+	}
+	if netns != "" {
+		namespaces, _ := linux["namespaces"].([]any)
+		for _, n := range namespaces {
+			if m, ok := n.(map[string]any); ok && m["type"] == "network" {
+				m["path"] = netns
+			}
+		}
 	}
 	if data, err = json.MarshalIndent(spec, "", "\t"); err != nil {
 		return err

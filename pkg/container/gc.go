@@ -1,0 +1,59 @@
+package container
+
+import "errors"
+
+// Collected is what GC did for one container.
+type Collected struct {
+	ID   string
+	Name string
+	// Network is the CNI network the container was detached from, if any.
+	Network string
+	// Removed says its state was removed: it was run with AutoRemove.
+	Removed bool
+}
+
+// GC cleans up after containers whose processes are gone but whose
+// nsnet could not finish them, typically because it was SIGKILLed: it
+// detaches each from its CNI network (DEL, then unpinning its netns),
+// removes those run with AutoRemove and records the others as stopped.
+// Containers still running, or whose monitor still lives and so is about
+// to finish them itself, are left alone. A container whose DEL fails
+// stays recorded with its attachment, for a later gc or rm to retry; GC
+// goes on with the others and returns the errors joined.
+func (s Store) GC() ([]Collected, error) {
+	list, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var done []Collected
+	var errs []error
+	for _, st := range list {
+		if st.Status != Stopped || st.monitorAlive() {
+			continue
+		}
+		if st.Network == nil && !st.Config.AutoRemove {
+			continue
+		}
+		c := Collected{ID: st.ID, Name: st.Name}
+		if st.Network != nil {
+			name := st.Network.Name
+			if err := s.detachNetwork(st); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			c.Network = name
+		}
+		if st.Config.AutoRemove {
+			if err := s.remove(st.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			c.Removed = true
+		} else if err := s.save(st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, c)
+	}
+	return done, errors.Join(errs...)
+}
