@@ -36,7 +36,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/invoke"
 
+	"github.com/nsnet/nsnet/pkg/undo"
 	"github.com/nsnet/nsnet/test/harness"
+	"github.com/nsnet/nsnet/test/internal/benchstat"
 )
 
 func main() {
@@ -114,17 +116,16 @@ func run() (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var cleanups []func() error
+	// Undone in reverse order, going on past failures so one does not
+	// strand the rest.
+	var cleanups undo.Stack
 	defer func() {
-		// Undo in reverse order, and keep going so one failure does not strand the rest.
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			if err := cleanups[i](); err != nil {
-				fmt.Fprintln(os.Stderr, "cnibench: cleanup:", err)
-				code = 1
-			}
+		if err := cleanups.Rollback(); err != nil {
+			fmt.Fprintln(os.Stderr, "cnibench: cleanup:", err)
+			code = 1
 		}
 	}()
-	defer1 := func(f func() error) { cleanups = append(cleanups, f) }
+	defer1 := cleanups.Push
 
 	b, err := setup(opts, defer1)
 	if err != nil {
@@ -357,20 +358,10 @@ func summarize(label string, n int, samples []sample) result {
 	}
 	return result{
 		Plugin: label, N: n,
-		ADDMedian: ms(percentile(adds, 50)), ADDP95: ms(percentile(adds, 95)),
-		DELMedian: ms(percentile(dels, 50)), DELP95: ms(percentile(dels, 95)),
+		ADDMedian: benchstat.MS(benchstat.Percentile(adds, 50)), ADDP95: benchstat.MS(benchstat.Percentile(adds, 95)),
+		DELMedian: benchstat.MS(benchstat.Percentile(dels, 50)), DELP95: benchstat.MS(benchstat.Percentile(dels, 95)),
 	}
 }
-
-// percentile is the nearest-rank percentile.
-func percentile(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	rank := (p*len(s) + 99) / 100
-	return s[max(rank, 1)-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // report is one suite's results.
 type report struct {

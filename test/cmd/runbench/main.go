@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/nsnet/nsnet/internal/testrootfs"
+	"github.com/nsnet/nsnet/pkg/undo"
 	"github.com/nsnet/nsnet/test/harness"
 )
 
@@ -73,17 +74,16 @@ func run() (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var cleanups []func() error
+	// Undone in reverse order, going on past failures so one does not
+	// strand the rest.
+	var cleanups undo.Stack
 	defer func() {
-		// Undo in reverse order, and keep going so one failure does not strand the rest.
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			if err := cleanups[i](); err != nil {
-				fmt.Fprintln(os.Stderr, "runbench: cleanup:", err)
-				code = 1
-			}
+		if err := cleanups.Rollback(); err != nil {
+			fmt.Fprintln(os.Stderr, "runbench: cleanup:", err)
+			code = 1
 		}
 	}()
-	defer1 := func(f func() error) { cleanups = append(cleanups, f) }
+	defer1 := cleanups.Push
 
 	tools, skipped, within, err := setup(opts, defer1)
 	if err != nil {

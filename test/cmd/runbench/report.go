@@ -9,6 +9,8 @@ import (
 	"slices"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nsnet/nsnet/test/internal/benchstat"
 )
 
 // targets are issues 4's and 6's bounds on nsnet's median over another tool's.
@@ -39,23 +41,13 @@ func measure(ctx context.Context, opts *options, tools []*tool) (*report, error)
 	for i, t := range tools {
 		r.Results = append(r.Results, result{
 			Tool: t.name, Version: t.version,
-			Median: ms(percentile(samples[i], 50)), P95: ms(percentile(samples[i], 95)),
-			Min: ms(slices.Min(samples[i])),
+			Median: benchstat.MS(benchstat.Percentile(samples[i], 50)), P95: benchstat.MS(benchstat.Percentile(samples[i], 95)),
+			Min: benchstat.MS(slices.Min(samples[i])),
 		})
 	}
 	r.Ratios = r.ratios()
 	return r, nil
 }
-
-// percentile is the nearest-rank percentile.
-func percentile(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	rank := (p*len(s) + 99) / 100
-	return s[max(rank, 1)-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // result is one tool's wall-clock time to run /bin/true, in milliseconds.
 type result struct {
