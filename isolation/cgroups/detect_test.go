@@ -1,0 +1,156 @@
+package cgroups
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestDetect(t *testing.T) {
+	legacy := strings.Replace(hybridMountinfo, "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n", "", 1)
+	comounted := "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n" +
+		"35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+	for _, tc := range []struct {
+		name, mi, self string
+		mode           Mode
+		want           []Hierarchy
+		v2             *Hierarchy
+		err            error
+	}{
+		{name: "unified", mi: unifiedMountinfo, self: unifiedSelf, mode: ModeUnified,
+			v2: &Hierarchy{Mountpoint: "/sys/fs/cgroup", Root: "/", Own: "/user.slice/session-1.scope"}},
+		{name: "hybrid", mi: hybridMountinfo, self: hybridSelf, mode: ModeHybrid},
+		{name: "legacy", mi: legacy, self: hybridSelf, mode: ModeLegacy},
+		{name: "comounted and bind-mounted subtree", mi: comounted, self: "2:cpu,cpuacct:/a\n1:memory:/docker/x/y\n", mode: ModeLegacy,
+			want: []Hierarchy{
+				{Controllers: []string{"cpu", "cpuacct"}, Mountpoint: "/sys/fs/cgroup/cpu,cpuacct", Root: "/", Own: "/a"},
+				{Controllers: []string{"memory"}, Mountpoint: "/sys/fs/cgroup/memory", Root: "/docker/x", Own: "/docker/x/y"},
+			}},
+		{name: "none", mi: "22 1 0:21 / /proc rw - proc proc rw\n", self: "", err: ErrNoCgroups},
+		{name: "only name=systemd", mi: "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", self: "1:name=systemd:/\n", err: ErrNoCgroups},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Detect(strings.NewReader(tc.mi), strings.NewReader(tc.self))
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err = %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Mode != tc.mode {
+				t.Errorf("mode = %v, want %v", l.Mode, tc.mode)
+			}
+			if tc.want != nil && !reflect.DeepEqual(l.V1, tc.want) {
+				t.Errorf("V1 = %+v\nwant %+v", l.V1, tc.want)
+			}
+			if !reflect.DeepEqual(l.V2, tc.v2) {
+				t.Errorf("V2 = %+v, want %+v", l.V2, tc.v2)
+			}
+		})
+	}
+}
+
+func TestDetectHybridOwnPaths(t *testing.T) {
+	l := mustDetect(t, hybridMountinfo, hybridSelf)
+	got := map[string]string{}
+	for _, h := range l.V1 {
+		for _, c := range h.Controllers {
+			got[c] = h.Own
+		}
+	}
+	want := map[string]string{"cpu": "/", "cpuacct": "/", "cpuset": "/", "memory": "/process_api/abc",
+		"devices": "/", "freezer": "/", "blkio": "/", "pids": "/"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("own = %v, want %v", got, want)
+	}
+}
+
+func TestDetectErrors(t *testing.T) {
+	for _, tc := range []struct{ name, mi, self string }{
+		{"malformed mountinfo", "garbage line\n", ""},
+		{"malformed self", unifiedMountinfo, "0:/x\n"},
+		{"controller missing from self", hybridMountinfo, "0::/\n"},
+		{"v2 without 0:: line", unifiedMountinfo, "1:name=systemd:/\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Detect(strings.NewReader(tc.mi), strings.NewReader(tc.self)); err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\\`: `/x\\`, `/t\011`: "/t\t"} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDetectThisHost reads the real /proc files, read-only, as a fixture.
+func TestDetectThisHost(t *testing.T) {
+	if _, err := os.Stat("/proc/self/mountinfo"); err != nil {
+		t.Skip("no /proc")
+	}
+	l, err := DetectHost()
+	if errors.Is(err, ErrNoCgroups) {
+		t.Skip("no cgroups mounted here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("host cgroup mode %v, %d v1 hierarchies", l.Mode, len(l.V1))
+}
+
+func TestPlacement(t *testing.T) {
+	h := Hierarchy{Mountpoint: "/sys/fs/cgroup/memory", Root: "/", Own: "/process_api/abc"}
+	sub := Hierarchy{Mountpoint: "/sys/fs/cgroup/memory", Root: "/docker/x", Own: "/docker/x/y"}
+	for _, tc := range []struct {
+		name, parent, id string
+		h                Hierarchy
+		rel              string
+		levels           []string
+		err              bool
+	}{
+		{name: "default parent", id: "c1", h: h, rel: "nsnet/c1",
+			levels: []string{"/p/sys/fs/cgroup/memory/process_api/abc/nsnet", "/p/sys/fs/cgroup/memory/process_api/abc/nsnet/c1"}},
+		{name: "nested relative", parent: "a/b", id: "c1", h: h, rel: "a/b/c1",
+			levels: []string{"/p/sys/fs/cgroup/memory/process_api/abc/a", "/p/sys/fs/cgroup/memory/process_api/abc/a/b", "/p/sys/fs/cgroup/memory/process_api/abc/a/b/c1"}},
+		{name: "absolute parent", parent: "/x", id: "c1", h: h, rel: "/x/c1",
+			levels: []string{"/p/sys/fs/cgroup/memory/x", "/p/sys/fs/cgroup/memory/x/c1"}},
+		{name: "bind-mounted subtree", id: "c1", h: sub, rel: "nsnet/c1",
+			levels: []string{"/p/sys/fs/cgroup/memory/y/nsnet", "/p/sys/fs/cgroup/memory/y/nsnet/c1"}},
+		{name: "absolute parent outside the mounted subtree", parent: "/x", id: "c1", h: sub, err: true},
+		{name: "dotdot parent", parent: "../x", id: "c1", h: h, err: true},
+		{name: "slash in id", id: "a/b", h: h, err: true},
+		{name: "dotdot id", id: "..", h: h, err: true},
+		{name: "empty id", id: "", h: h, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rel, err := relPath(tc.parent, tc.id)
+			var levels []string
+			if err == nil {
+				b := base{rel: rel, cfg: Config{Prefix: "/p"}}
+				_, levels, err = b.placement(tc.h)
+			}
+			if tc.err {
+				if err == nil {
+					t.Fatalf("no error, levels %v", levels)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel != tc.rel || !reflect.DeepEqual(levels, tc.levels) {
+				t.Errorf("rel %q levels %v\nwant %q %v", rel, levels, tc.rel, tc.levels)
+			}
+		})
+	}
+}
