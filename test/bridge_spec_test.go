@@ -589,3 +589,34 @@ func containerLinks(t testing.TB, c *harness.NetNS) []string {
 	}
 	return out
 }
+
+// TestBridgeLiteSpecMacSpoofChk: with macspoofchk the host veth is guarded
+// by the bridge-family nftables table, CHECK verifies the guard, and DEL
+// removes it with the last attachment.
+func TestBridgeLiteSpecMacSpoofChk(t *testing.T) {
+	harness.RequireRoot(t)
+	bins := harness.Build(t)
+	host := harness.NewHost(t)
+	s := newSpec(t, host, bins)
+	n := newSpecNet(t, "1.0.0", "bsmac", "10.137.8.0/24")
+	c := host.NewContainer(t)
+	conf := n.conf(t, map[string]any{"macspoofchk": true})
+	_, res := s.add("mac-1", c, "eth0", conf)
+
+	out, err := host.Exec(t, "nft", "list", "table", "bridge", "nsnet-macspoof")
+	if err != nil {
+		t.Fatalf("no MAC-spoofing table after ADD: %v", err)
+	}
+	hostVeth, mac := res.Interfaces[1].Name, res.Interfaces[2].Mac
+	if !strings.Contains(string(out), hostVeth) || !strings.Contains(string(out), mac) {
+		t.Errorf("guard for %s / %s missing:\n%s", hostVeth, mac, out)
+	}
+	check := n.conf(t, map[string]any{"macspoofchk": true, "prevResult": res})
+	assertNoOutput(t, "CHECK", s.mustSucceed(s.inv("CHECK", "mac-1", c, "eth0", check)))
+
+	s.mustSucceed(s.inv("DEL", "mac-1", c, "eth0", conf))
+	if out, err := host.Exec(t, "nft", "list", "table", "bridge", "nsnet-macspoof"); err == nil {
+		t.Errorf("MAC-spoofing table left after the last DEL:\n%s", out)
+	}
+	harness.AssertNoLeftovers(t, host, n.leftoverOptions(c))
+}

@@ -148,6 +148,7 @@ func (a *adder) begin() error {
 		NetNS:       a.args.Netns,
 		Bridge:      a.c.Bridge,
 		HostVeth:    veth.HostName(a.args.ContainerID, a.args.IfName),
+		MacSpoof:    a.c.MacSpoofChk,
 	}
 	if a.c.IPAM.Type != "" {
 		drv, err := ipam.Load(a.args.StdinData)

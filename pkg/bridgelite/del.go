@@ -58,7 +58,10 @@ func teardown(ctx context.Context, st *state.Store, rec *record, args *skel.CmdA
 			vethErr = veth.Delete(rec.HostVeth)
 		}()
 	}
-	errs := []error{macSpoofDel(rec.HostVeth), masqDel(st, rec), resolvConfDel(rec)}
+	errs := []error{masqDel(st, rec), resolvConfDel(rec)}
+	if rec.MacSpoof {
+		errs = append(errs, macSpoofDel(rec.HostVeth))
+	}
 	if rec.IPAMType != "" {
 		errs = append(errs, ipamDel(ctx, rec, args))
 	}

@@ -23,6 +23,9 @@ type record struct {
 	NetNS    string `json:"netns,omitempty"`
 	Bridge   string `json:"bridge,omitempty"`
 	HostVeth string `json:"hostVeth,omitempty"`
+	// MacSpoof says a MAC-spoofing guard may exist for HostVeth, so that
+	// DEL touches nftables for it only then.
+	MacSpoof bool   `json:"macSpoof,omitempty"`
 	IPAMType string `json:"ipamType,omitempty"`
 	// IPAMConf is the ADD-time network config, kept so that DEL and GC can
 	// call a delegated IPAM plugin with what it saw at ADD.
