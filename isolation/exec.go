@@ -92,12 +92,10 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	}
 	cfg := childConfig{Args: spec.Args, Env: defaultEnv(spec.Env, spec.Hostname), Cwd: cwd, Caps: set, Privileged: spec.Privileged}
 
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
-		return nil, fmt.Errorf("%w: creating the sync socket: %w", ErrSetup, err)
+		return nil, err
 	}
-	parentEnd := os.NewFile(uintptr(fds[0]), "nsnet-sync")
-	childEnd := os.NewFile(uintptr(fds[1]), "nsnet-sync-child")
 	defer parentEnd.Close()
 	defer childEnd.Close()
 	cmd := &exec.Cmd{

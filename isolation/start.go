@@ -62,12 +62,10 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
-		return nil, fmt.Errorf("%w: creating the sync socket: %w", ErrSetup, err)
+		return nil, err
 	}
-	parentEnd := os.NewFile(uintptr(fds[0]), "nsnet-sync")
-	childEnd := os.NewFile(uintptr(fds[1]), "nsnet-sync-child")
 	defer parentEnd.Close()
 	defer childEnd.Close()
 
@@ -85,12 +83,11 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	var consoleEnd *os.File
 	stdin, stdout := opts.Stdin, opts.Stdout
 	if cfg.Tty {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		var consoleChild *os.File
+		consoleEnd, consoleChild, err = socketPair("nsnet-console", "console")
 		if err != nil {
-			return nil, fmt.Errorf("%w: creating the console socket: %w", ErrSetup, err)
+			return nil, err
 		}
-		consoleEnd = os.NewFile(uintptr(fds[0]), "nsnet-console")
-		consoleChild := os.NewFile(uintptr(fds[1]), "nsnet-console-child")
 		defer consoleEnd.Close()
 		defer consoleChild.Close()
 		extra[consoleFD-syncFD] = consoleChild

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // The parent (Start) and the setup child talk over a socketpair, fd 3 in
@@ -97,4 +100,14 @@ func (c *channel) closed() error {
 		return errors.New(m.Error)
 	}
 	return fmt.Errorf("got %q while waiting for exec", m.Type)
+}
+
+// socketPair returns the two ends of a connected Unix socket pair named
+// name, the parent's and the child's; what says what it is for in errors.
+func socketPair(name, what string) (parent, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: creating the %s socket: %w", ErrSetup, what, err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name+"-child"), nil
 }

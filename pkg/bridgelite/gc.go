@@ -40,17 +40,11 @@ func gc(ctx context.Context, args *skel.CmdArgs) error {
 		}
 		return drv.GC(ctx, ipam.Request{Stdin: args.StdinData, Network: c.Name}, nil)
 	}
-	keep := map[ipam.Attachment]bool{}
-	for _, a := range valid {
-		keep[a] = true
-	}
 	st, err := state.Open(c.StateDir)
 	if err != nil {
 		return err
 	}
-	errs := []error{st.Sweep(func(id, ifName string) bool {
-		return keep[ipam.Attachment{ContainerID: id, IfName: ifName}]
-	}, func(e state.Entry) error {
+	errs := []error{st.Sweep(ipam.Keeps(valid), func(e state.Entry) error {
 		var rec record
 		if err := json.Unmarshal(e.Data, &rec); err != nil {
 			return fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err)

@@ -40,6 +40,18 @@ func ParseValidAttachments(stdin []byte) (valid []Attachment, known bool, err er
 	return valid, true, nil
 }
 
+// Keeps returns whether an attachment, given as container ID and interface
+// name, is in valid: the predicate a plugin's GC sweeps its records with.
+func Keeps(valid []Attachment) func(containerID, ifName string) bool {
+	keep := make(map[Attachment]bool, len(valid))
+	for _, a := range valid {
+		keep[a] = true
+	}
+	return func(containerID, ifName string) bool {
+		return keep[Attachment{ContainerID: containerID, IfName: ifName}]
+	}
+}
+
 // GC keeps a reservation when its attachment is in valid; a legacy file,
 // which names only a container, is kept when any valid attachment has that
 // container, or the first GC after an upgrade would free every old lease.

@@ -127,3 +127,18 @@ func TestGCOnlyThisNetwork(t *testing.T) {
 		t.Error("GC with Network=other kept a stale reservation")
 	}
 }
+
+func TestKeeps(t *testing.T) {
+	keep := Keeps([]Attachment{{ContainerID: "a", IfName: "eth0"}, {ContainerID: "b", IfName: "net1"}})
+	for _, tt := range []struct {
+		id, ifName string
+		want       bool
+	}{{"a", "eth0", true}, {"b", "net1", true}, {"a", "net1", false}, {"c", "eth0", false}} {
+		if got := keep(tt.id, tt.ifName); got != tt.want {
+			t.Errorf("keep(%s, %s) = %v, want %v", tt.id, tt.ifName, got, tt.want)
+		}
+	}
+	if Keeps(nil)("a", "eth0") {
+		t.Error("an empty valid list kept an attachment")
+	}
+}

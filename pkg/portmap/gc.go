@@ -26,17 +26,11 @@ func gc(args *skel.CmdArgs) error {
 		// Without the list, stale and live look alike: free nothing.
 		return err
 	}
-	keep := map[ipam.Attachment]bool{}
-	for _, a := range valid {
-		keep[a] = true
-	}
 	st, err := state.Open(c.StateDir)
 	if err != nil {
 		return err
 	}
-	return st.Sweep(func(id, ifName string) bool {
-		return keep[ipam.Attachment{ContainerID: id, IfName: ifName}]
-	}, func(e state.Entry) error {
+	return st.Sweep(ipam.Keeps(valid), func(e state.Entry) error {
 		var rec record
 		if err := json.Unmarshal(e.Data, &rec); err != nil {
 			return fmt.Errorf("decoding record of %s/%s: %w", e.ContainerID, e.IfName, err)

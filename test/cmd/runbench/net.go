@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,7 +34,7 @@ func setupNet(tmp, nsnetBin, rootfs string, deferCleanup func(func() error)) (
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("installing the reference plugins: %w", err)
 	}
-	if err := privateCNICache(tmp); err != nil {
+	if err := privateCNICache(tmp, deferCleanup); err != nil {
 		return nil, nil, nil, err
 	}
 	host, err := harness.CreateHost()
@@ -85,31 +86,9 @@ func newNsnetNetTool(bin, rootfs, tmp string) (*tool, error) {
 			return nil, err
 		}
 	}
-	t := &tool{
-		name:    "nsnet",
-		version: "this tree",
-		command: func(ctx context.Context, _ string) *exec.Cmd {
-			cmd := exec.CommandContext(ctx, bin, "run", "--net", "bridge-lite", "-p", fmt.Sprintf("%d:80", netPort),
-				"--cni-conf-dir", confDir, "--cni-bin-dir", filepath.Dir(bin), "--cni-state-root", cniRoot,
-				"--rootfs", rootfs, "--rm", "--", "/bin/true")
-			cmd.Env = append(os.Environ(), "NSNET_ROOT="+state)
-			return cmd
-		},
-		cleanup: func() error {
-			entries, err := os.ReadDir(state)
-			if err != nil {
-				return err
-			}
-			if len(entries) > 0 {
-				return fmt.Errorf("nsnet left state behind in %s (%d entries) despite --rm", state, len(entries))
-			}
-			return nil
-		},
-	}
-	if _, err := t.run(context.Background(), "warmup"); err != nil {
-		return nil, fmt.Errorf("warm-up run: %w", err)
-	}
-	return t, nil
+	return nsnetRunTool(bin, state, "--net", "bridge-lite", "-p", fmt.Sprintf("%d:80", netPort),
+		"--cni-conf-dir", confDir, "--cni-bin-dir", filepath.Dir(bin), "--cni-state-root", cniRoot,
+		"--rootfs", rootfs)
 }
 
 // newReferencePair times cnitool add, runc run (the runc tool, its bundle joining netns)
@@ -158,10 +137,22 @@ func newReferencePair(runc *tool, cnitool, refDir, tmp, netns string) (*tool, er
 
 // privateCNICache puts an empty directory over libcni's default cache, /var/lib/cni, in this
 // private mount namespace: cnitool has no flag for it, and the benchmark must not write there.
-func privateCNICache(tmp string) error {
+// A fresh machine has no /var/lib/cni: the mount point is then made here and removed at the
+// end (the mount itself goes with the namespace).
+func privateCNICache(tmp string, deferCleanup func(func() error)) error {
 	const cache = "/var/lib/cni"
-	if _, err := os.Stat(cache); err != nil {
-		return fmt.Errorf("%s: %w (cnitool would create it outside the benchmark's mounts)", cache, err)
+	if _, err := os.Stat(cache); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(cache, 0o755); err != nil {
+			return fmt.Errorf("creating the mount point %s: %w", cache, err)
+		}
+		deferCleanup(func() error {
+			if err := syscall.Unmount(cache, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+				return fmt.Errorf("unmounting %s: %w", cache, err)
+			}
+			return os.Remove(cache)
+		})
+	} else if err != nil {
+		return err
 	}
 	mnt, ok := mountPointOf(cache)
 	if !ok || !isPrivateMount(mnt) {

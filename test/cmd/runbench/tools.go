@@ -73,11 +73,19 @@ func newNsnetTool(bin, rootfs, state string) (*tool, error) {
 	if err := os.Mkdir(state, 0o711); err != nil {
 		return nil, err
 	}
+	return nsnetRunTool(bin, state, "--net", "none", "--rootfs", rootfs)
+}
+
+// nsnetRunTool times `nsnet run --rm FLAGS -- /bin/true` with its state in
+// state, which must be empty again after every run, and makes one warm-up
+// run.
+func nsnetRunTool(bin, state string, flags ...string) (*tool, error) {
+	args := append(append([]string{"run", "--rm"}, flags...), "--", "/bin/true")
 	t := &tool{
 		name:    "nsnet",
 		version: "this tree",
 		command: func(ctx context.Context, _ string) *exec.Cmd {
-			cmd := exec.CommandContext(ctx, bin, "run", "--rm", "--net", "none", "--rootfs", rootfs, "--", "/bin/true")
+			cmd := exec.CommandContext(ctx, bin, args...)
 			cmd.Env = append(os.Environ(), "NSNET_ROOT="+state)
 			return cmd
 		},
