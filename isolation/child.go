@@ -65,6 +65,9 @@ type prepared struct {
 // loopback, the root filesystem and sysctls.
 func setup(cfg childConfig) (prepared, error) {
 	p := prepared{initExe: -1}
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return p, fmt.Errorf("creating the cgroup namespace: %w", err)
+	}
 	switch cfg.Net {
 	case netJoin:
 		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {

@@ -3,6 +3,7 @@ package isolation
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -29,6 +30,11 @@ const (
 // executed through: the host path of the binary is not visible in the
 // container's mount namespace.
 const execExeFD = 4
+
+// execGateFD is the go-between's end of a pipe that Exec closes once
+// Options.Place has moved the go-between into the container's cgroup; the
+// go-between forks the exec child only then, so the child starts there.
+const execGateFD = 4
 
 // ExecSpec is a command to run in a running container, with the same
 // defaults and hardening as the container's own command.
@@ -98,6 +104,12 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	}
 	defer parentEnd.Close()
 	defer childEnd.Close()
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: creating the exec gate: %w", ErrSetup, err)
+	}
+	defer gateR.Close()
+	defer gateW.Close()
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{execJoinArg0, strconv.Itoa(pid)},
@@ -105,16 +117,25 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 		Stdin:       opts.Stdin,
 		Stdout:      opts.Stdout,
 		Stderr:      opts.Stderr,
-		ExtraFiles:  []*os.File{childEnd},
+		ExtraFiles:  []*os.File{childEnd, gateR},
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL},
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%w: starting the exec go-between: %w", ErrSetup, err)
 	}
 	childEnd.Close()
+	gateR.Close()
 	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	if opts.Place != nil {
+		if err = opts.Place(p.Pid); err != nil {
+			err = fmt.Errorf("placing the exec'd command in the container's cgroup: %w", err)
+		}
+	}
+	gateW.Close()
 	ch := newChannel(parentEnd)
-	err = ch.send(message{Type: msgConfig, Config: &cfg})
+	if err == nil {
+		err = ch.send(message{Type: msgConfig, Config: &cfg})
+	}
 	if err == nil {
 		err = ch.closed()
 	}
@@ -161,6 +182,11 @@ func runExecJoin() {
 	if err := joinNamespaces(nsFiles); err != nil {
 		fail(err)
 	}
+	gate := os.NewFile(execGateFD, "gate")
+	if _, err := io.Copy(io.Discard, gate); err != nil {
+		fail(fmt.Errorf("waiting to be placed in the container's cgroup: %w", err))
+	}
+	gate.Close()
 	// Subscribed before the fork so no signal is lost.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, initproc.Forwarded...)

@@ -32,6 +32,12 @@ type Options struct {
 	// This is the OCI createRuntime point, where CNI ADD belongs. An error
 	// stops the container and is returned by Start.
 	Prestart func(pid int) error
+	// Place, when set, runs right after the container's PID 1 (or an exec
+	// go-between) is created and before it does anything: the place to
+	// move it into the container's cgroup. The container's cgroup
+	// namespace is created after Place, so the container sees that
+	// cgroup as its root. An error stops the start.
+	Place func(pid int) error
 }
 
 // Process is a started container.
@@ -115,7 +121,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	}
 	childEnd.Close()
 	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	if err := p.handshake(newChannel(parentEnd), cfg, consoleEnd, opts); err != nil {
+	if err := p.setup(newChannel(parentEnd), cfg, consoleEnd, opts); err != nil {
 		_ = cmd.Process.Kill()
 		code, _ := p.Wait()
 		if errors.Is(err, errChildClosed) {
@@ -126,7 +132,12 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) handshake(ch *channel, cfg childConfig, consoleEnd *os.File, opts Options) error {
+func (p *Process) setup(ch *channel, cfg childConfig, consoleEnd *os.File, opts Options) error {
+	if opts.Place != nil {
+		if err := opts.Place(p.Pid); err != nil {
+			return fmt.Errorf("placing the container in its cgroup: %w", err)
+		}
+	}
 	if err := ch.send(message{Type: msgConfig, Config: &cfg}); err != nil {
 		return err
 	}
@@ -157,8 +168,11 @@ func (p *Process) handshake(ch *channel, cfg childConfig, consoleEnd *os.File, o
 
 func sysProcAttr(spec Spec, net netMode) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{
+		// The cgroup namespace is made by the child once Options.Place
+		// has moved it: a namespace made at clone would have the caller's
+		// cgroup as its root.
 		Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWPID |
-			unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP,
+			unix.CLONE_NEWNS,
 		Pdeathsig: unix.SIGKILL,
 	}
 	if net == netNew {

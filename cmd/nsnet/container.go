@@ -92,6 +92,9 @@ func statusText(st *container.State) string {
 	if st.Status == container.Stopped && st.ExitCode != nil {
 		return fmt.Sprintf("exited (%d)", *st.ExitCode)
 	}
+	if st.Status == container.Running && st.Paused {
+		return "paused"
+	}
 	return string(st.Status)
 }
 

@@ -1,3 +1,9 @@
+// The runtime's cgroup-aware GOMAXPROCS keeps the cgroup's CPU limit
+// files open and re-reads them: in the setup child, which becomes the
+// container's init, those would be the host's cgroupfs files.
+//
+//go:debug containermaxprocs=0
+
 // Command nsnet is nsnet's command-line runtime: it runs containers
 // (nsnet run, ps, exec, kill, rm, inspect) and manages named network
 // namespaces compatibly with `ip netns`.
@@ -33,7 +39,8 @@ func main() {
 	}
 	addRootFlag(root)
 	root.AddCommand(netnsCommand(), cniCommand(), runCommand(), psCommand(), execContainerCommand(),
-		killCommand(), rmCommand(), gcCommand(), inspectCommand(), monitorCommand())
+		killCommand(), rmCommand(), gcCommand(), inspectCommand(), monitorCommand(),
+		statsCommand(), pauseCommand(), resumeCommand(), updateCommand(), infoCommand())
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsnet/nsnet/isolation"
+	"github.com/nsnet/nsnet/isolation/cgroups"
 	"github.com/nsnet/nsnet/pkg/cninet"
 	"github.com/nsnet/nsnet/pkg/container"
 )
@@ -24,6 +25,8 @@ type runFlags struct {
 	cniBinDirs                         []string
 	cni                                container.CNI
 	cfg                                container.Config
+	res                                resourceFlags
+	deviceRules                        []string
 }
 
 func runCommand() *cobra.Command {
@@ -108,6 +111,13 @@ Errors of nsnet itself exit with 125.`,
 	fl.StringVarP(&f.cfg.Cwd, "workdir", "w", "", "working directory inside the container")
 	fl.StringArrayVar(&f.addHosts, "add-host", nil, "add NAME:IP to /etc/hosts (repeatable)")
 	fl.BoolVarP(&f.cfg.Tty, "tty", "t", false, "give CMD a terminal")
+	f.res.register(fl)
+	fl.StringVar(&f.cfg.CgroupParent, "cgroup-parent", "",
+		"cgroup to create the container's under: relative to nsnet's own cgroup, or absolute (default \""+cgroups.DefaultParent+"\"); a slice with the systemd manager")
+	fl.StringArrayVar(&f.deviceRules, "device-cgroup-rule", nil,
+		"allow a device beyond the defaults, e.g. 'c 10:200 rwm' (repeatable)")
+	fl.StringVar(&f.cfg.CgroupManager, "cgroup-manager", "",
+		"cgroup manager: cgroupfs or systemd (a transient scope in the --cgroup-parent slice, default "+cgroups.DefaultSlice+"); default systemd when it is PID 1 on a cgroup v2 host")
 	return cmd
 }
 
@@ -119,6 +129,25 @@ func (f *runFlags) config(args []string) (container.Config, error) {
 		cfg.Init = false
 	}
 	cfg.Env = envList(f.env)
+	res, err := f.res.resources()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Resources = res
+	if !cfg.Privileged {
+		// A privileged container keeps the host's devices; the others
+		// get runc's default allow-list and the rules asked for.
+		cfg.Resources.Devices = cgroups.DefaultDevices()
+		for _, v := range f.deviceRules {
+			rule, err := cgroups.ParseDeviceRule(v)
+			if err != nil {
+				return cfg, fmt.Errorf("--device-cgroup-rule: %w", err)
+			}
+			cfg.Resources.Devices = append(cfg.Resources.Devices, rule)
+		}
+	} else if len(f.deviceRules) > 0 {
+		return cfg, fmt.Errorf("--device-cgroup-rule has no effect with --privileged, which allows every device")
+	}
 	for _, v := range f.volumes {
 		vol, err := isolation.ParseVolume(v)
 		if err != nil {

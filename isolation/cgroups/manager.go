@@ -70,7 +70,8 @@ type Config struct {
 	// ID names the cgroup; one path element.
 	ID string
 	// Parent is relative to the caller's cgroup, or absolute ("/x") from
-	// the hierarchy's root. Empty means DefaultParent.
+	// the hierarchy's root. Empty means DefaultParent. For the systemd
+	// driver it is a slice ("foo-bar.slice"), empty means DefaultSlice.
 	Parent    string
 	Resources Resources
 	Host      Host
@@ -82,7 +83,24 @@ type Config struct {
 	// Created is what an earlier Manager's Created returned, so Destroy
 	// removes those parents too.
 	Created []string
+	// RemoveEmptyParents makes Destroy remove every parent level it
+	// leaves empty, whoever made it: for a parent that belongs to the
+	// runtime by name (DefaultParent), shared by containers that come
+	// and go in any order.
+	RemoveEmptyParents bool
+	// Driver is DriverCgroupfs (also when empty) or DriverSystemd.
+	Driver string
+	// Systemd is the systemd driver's D-Bus client; nil talks to the
+	// system's systemd.
+	Systemd SystemdBus
 }
+
+// The cgroup drivers: nsnet writes cgroupfs itself, or asks systemd for a
+// scope unit (see DefaultDriver).
+const (
+	DriverCgroupfs = "cgroupfs"
+	DriverSystemd  = "systemd"
+)
 
 // ErrExists is returned by Create when the container's cgroup already exists.
 var ErrExists = errors.New("cgroup already exists")
@@ -92,6 +110,13 @@ var ErrExists = errors.New("cgroup already exists")
 func New(l Layout, c Config) (Manager, error) {
 	if err := c.Resources.Validate(c.Host); err != nil {
 		return nil, err
+	}
+	switch c.Driver {
+	case "", DriverCgroupfs:
+	case DriverSystemd:
+		return newSystemd(l, c)
+	default:
+		return nil, invalid("cgroup driver %q: want %s or %s", c.Driver, DriverCgroupfs, DriverSystemd)
 	}
 	rel, err := relPath(c.Parent, c.ID)
 	if err != nil {
@@ -170,10 +195,26 @@ func (b *base) placement(h Hierarchy) (anchor string, levels []string, err error
 // new intermediate level before the next one is made below it. A leaf that
 // exists already is an error: it would belong to another container.
 func (b *base) mkdirs(levels []string, onCreate func(dir string) error) error {
+	// Another container's Destroy may remove a shared parent between our
+	// finding it and creating below it; start over from the top then.
+	const attempts = 3
+	for try := 1; ; try++ {
+		err := b.mkdirsOnce(levels, onCreate)
+		if !errors.Is(err, errParentGone) || try == attempts {
+			return err
+		}
+	}
+}
+
+var errParentGone = errors.New("parent cgroup removed meanwhile")
+
+func (b *base) mkdirsOnce(levels []string, onCreate func(dir string) error) error {
 	for i, dir := range levels {
 		err := b.cfg.Dirs.Mkdir(dir)
 		leaf := i == len(levels)-1
 		switch {
+		case errors.Is(err, os.ErrNotExist) && i > 0:
+			return fmt.Errorf("creating cgroup %s: %w: %w", dir, errParentGone, err)
 		case errors.Is(err, os.ErrExist) && leaf:
 			return fmt.Errorf("creating %s: %w", dir, ErrExists)
 		case errors.Is(err, os.ErrExist):
@@ -196,17 +237,22 @@ func (b *base) mkdirs(levels []string, onCreate func(dir string) error) error {
 }
 
 // destroy removes the leaves and then the recorded parents, deepest first.
-// A recorded directory must be one of parents, the levels between the
-// anchor and a leaf, so a tampered state cannot remove anything else.
-// Parents still holding other containers' cgroups stay.
+// Only recorded directories that are among parents, the levels between the
+// anchor and a leaf, are removed. Parents still holding other containers'
+// cgroups stay.
 func (b *base) destroy(leaves []string, parents map[string]bool) error {
-	safe := parents
 	dirs := append([]string(nil), leaves...)
 	for _, d := range b.created {
-		if !safe[d] {
-			return fmt.Errorf("refusing to remove %s: not a parent of this container's cgroup", d)
+		// Anything else recorded (a tampered state, or another
+		// container's parent) is not ours to remove.
+		if parents[d] {
+			dirs = append(dirs, d)
 		}
-		dirs = append(dirs, d)
+	}
+	if b.cfg.RemoveEmptyParents {
+		for d := range parents {
+			dirs = append(dirs, d)
+		}
 	}
 	sort.SliceStable(dirs, func(i, j int) bool { return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/") })
 	isLeaf := map[string]bool{}

@@ -40,6 +40,11 @@ type Resources struct {
 	// DeviceReadBps and DeviceWriteBps limit bytes per second per block device.
 	DeviceReadBps  []DeviceRate
 	DeviceWriteBps []DeviceRate
+	// Devices is the device allow-list (see DeviceRule). Nil leaves device
+	// access as the parent cgroup has it, for privileged containers; an
+	// empty list denies every device. Runtimes pass DefaultDevices() plus
+	// the user's rules.
+	Devices []DeviceRule
 }
 
 // DeviceRate is a limit for one block device.
@@ -152,7 +157,7 @@ func (r Resources) Validate(h Host) error {
 			seen[d.dev()] = true
 		}
 	}
-	return nil
+	return validateDevices(r.Devices)
 }
 
 func orDefault(s, d string) string {

@@ -20,18 +20,26 @@ type v1Manager struct {
 	levels  [][]string
 	parents map[string]bool
 	cpuset  string // the cpuset hierarchy's leaf, for the copy-from-parent step
+	// devLeaf and devLevels place the container in a devices hierarchy
+	// mounted on its own. Its cgroup is made only for a container with an
+	// allow-list (Resources.Devices non-nil): one without keeps the
+	// parent's device access, which a directory of its own would copy
+	// anyway.
+	devLeaf   string
+	devLevels []string
 }
 
 func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 	m := &v1Manager{base: b, leaf: map[string]string{}, parents: map[string]bool{}}
 	for _, h := range hs {
-		used := false
+		used, devices := false, false
 		for _, c := range h.Controllers {
 			for _, u := range v1Used {
 				used = used || c == u
 			}
+			devices = devices || c == "devices"
 		}
-		if !used {
+		if !used && !devices {
 			continue
 		}
 		_, levels, err := m.placement(h)
@@ -47,6 +55,10 @@ func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 		}
 		for _, d := range levels[:len(levels)-1] {
 			m.parents[d] = true
+		}
+		if !used {
+			m.devLeaf, m.devLevels = leaf, levels
+			continue
 		}
 		m.leaves = append(m.leaves, leaf)
 		m.levels = append(m.levels, levels)
@@ -71,6 +83,9 @@ func (m *v1Manager) require(r Resources) error {
 			return fmt.Errorf("the %s controller is not mounted: %w", c, ErrInvalid)
 		}
 	}
+	if r.Devices != nil && m.leaf["devices"] == "" {
+		return fmt.Errorf("the devices controller is not mounted, so the device allow-list cannot be enforced: %w", ErrInvalid)
+	}
 	return nil
 }
 
@@ -81,6 +96,11 @@ func (m *v1Manager) Create() error {
 			init = initCpuset
 		}
 		if err := m.mkdirs(levels, init); err != nil {
+			return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
+		}
+	}
+	if m.devLevels != nil && m.cfg.Resources.Devices != nil {
+		if err := m.mkdirs(m.devLevels, nil); err != nil {
 			return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
 		}
 	}
@@ -113,7 +133,14 @@ func initCpuset(dir string) error {
 }
 
 func (m *v1Manager) Apply(pid int) error {
-	for _, leaf := range m.leaves {
+	leaves := m.leaves
+	// The devices cgroup exists only if the container was created with an
+	// allow-list; a later Manager (nsnet exec) may not know its resources,
+	// so the directory itself tells.
+	if m.devLeaf != "" && exists(m.devLeaf, "") {
+		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
+	}
+	for _, leaf := range leaves {
 		if err := writeFile(leaf, "cgroup.procs", strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("moving pid %d into %s: %w", pid, leaf, err)
 		}
@@ -197,6 +224,17 @@ func (m *v1Manager) set(r Resources) error {
 					return err
 				}
 			}
+		}
+	}
+	if r.Devices != nil {
+		d := m.leaf["devices"]
+		// Set does not move a running container's processes, which keep
+		// forking, so one created without a devices cgroup cannot get one.
+		if d == m.devLeaf && !exists(d, "") {
+			return fmt.Errorf("the container was created without a device allow-list, so it has no devices cgroup to restrict: %w", ErrInvalid)
+		}
+		if err := setDevicesV1(d, r.Devices); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -304,4 +342,13 @@ func (m *v1Manager) freezer(state string) error {
 func (m *v1Manager) Freeze() error { return m.freezer("FROZEN") }
 func (m *v1Manager) Thaw() error   { return m.freezer("THAWED") }
 
-func (m *v1Manager) Destroy() error { return m.destroy(m.leaves, m.parents) }
+// Destroy tries the devices leaf too: whether Create made it depends on
+// resources a later Manager (nsnet rm) may not know, and destroy skips a
+// missing leaf.
+func (m *v1Manager) Destroy() error {
+	leaves := m.leaves
+	if m.devLeaf != "" {
+		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
+	}
+	return m.destroy(leaves, m.parents)
+}

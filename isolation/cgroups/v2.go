@@ -27,6 +27,10 @@ type v2Manager struct {
 	levels  []string
 	leaf    string
 	parents map[string]bool
+	// attachDevices installs a device allow-list on a cgroup directory; the
+	// fake-tree tests replace it, since a plain directory takes no BPF
+	// program.
+	attachDevices func(dir string, rules []DeviceRule) error
 }
 
 func newV2(b base, h Hierarchy) (*v2Manager, error) {
@@ -34,7 +38,7 @@ func newV2(b base, h Hierarchy) (*v2Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &v2Manager{base: b, levels: levels, leaf: levels[len(levels)-1], parents: map[string]bool{}}
+	m := &v2Manager{base: b, levels: levels, leaf: levels[len(levels)-1], parents: map[string]bool{}, attachDevices: attachDevices}
 	for _, d := range levels[:len(levels)-1] {
 		m.parents[d] = true
 	}
@@ -176,6 +180,11 @@ func (m *v2Manager) set(r Resources) error {
 			}
 			return err
 		}
+	}
+	// Create runs this before Apply, so the filter is in place before the
+	// container's first instruction; nil leaves device access alone.
+	if r.Devices != nil {
+		return m.attachDevices(d, r.Devices)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/isolation"
+	"github.com/nsnet/nsnet/isolation/cgroups"
 	"github.com/nsnet/nsnet/pkg/cninet"
 )
 
@@ -48,6 +49,13 @@ type Config struct {
 	MAC       string               `json:"mac,omitempty"`
 	DNS       []string             `json:"dns,omitempty"`
 	DNSSearch []string             `json:"dnsSearch,omitempty"`
+	// Resources are the cgroup limits, kept up to date by Update;
+	// CgroupParent places the cgroup (see cgroups.Config.Parent).
+	Resources    cgroups.Resources `json:"resources"`
+	CgroupParent string            `json:"cgroupParent,omitempty"`
+	// CgroupManager is cgroups.DriverCgroupfs or DriverSystemd; empty
+	// picks what the host suggests.
+	CgroupManager string `json:"cgroupManager,omitempty"`
 }
 
 // HostEntry is one --add-host line of /etc/hosts.
@@ -91,6 +99,13 @@ type State struct {
 	Config Config `json:"config"`
 	// Network is the container's CNI attachment while it has one.
 	Network *Network `json:"network,omitempty"`
+	// Cgroup is the container's cgroup while it has one.
+	Cgroup *Cgroup `json:"cgroup,omitempty"`
+	// Paused: its processes are frozen.
+	Paused bool `json:"paused,omitempty"`
+	// OOMKilled: the kernel's OOM killer killed a process of the
+	// container because of its memory limit.
+	OOMKilled bool `json:"oomKilled,omitempty"`
 }
 
 // Running reports whether the container's PID 1 is still the process

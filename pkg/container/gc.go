@@ -31,7 +31,7 @@ func (s Store) GC() ([]Collected, error) {
 		if st.Status != Stopped || st.monitorAlive() {
 			continue
 		}
-		if st.Network == nil && !st.Config.AutoRemove {
+		if st.Network == nil && st.Cgroup == nil && !st.Config.AutoRemove {
 			continue
 		}
 		c := Collected{ID: st.ID, Name: st.Name}
@@ -42,6 +42,12 @@ func (s Store) GC() ([]Collected, error) {
 				continue
 			}
 			c.Network = name
+		}
+		if st.Cgroup != nil {
+			if err := s.destroyCgroup(st); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		if st.Config.AutoRemove {
 			if err := s.remove(st.ID); err != nil {

@@ -66,7 +66,11 @@ func (s Store) Prepare(id, name string, cfg Config) (*State, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = id[:min(12, len(id))]
 	}
-	st := &State{ID: id, Name: name, Status: Created, Created: time.Now().UTC(), Config: cfg}
+	cg, err := cgroupPlan(id, cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{ID: id, Name: name, Status: Created, Created: time.Now().UTC(), Config: cfg, Cgroup: cg}
 	if err := st.setMonitor(os.Getpid()); err != nil {
 		return nil, err
 	}
@@ -114,10 +118,17 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if _, cni, _ := netNS(st.Config.Net); cni {
 		opts.Prestart = func(pid int) error { return s.attachNetwork(st, pid) }
 	}
+	cg, err := s.createCgroup(st)
+	if err != nil {
+		return nil, err
+	}
+	if cg != nil {
+		opts.Place = cg.Apply
+	}
 	p, err := isolation.Start(spec, opts)
 	if err != nil {
 		// The attachment exists when the start failed after Prestart.
-		return nil, errors.Join(err, s.detachNetwork(st))
+		return nil, errors.Join(err, s.detachNetwork(st), s.destroyCgroup(st))
 	}
 	st.Pid = p.Pid
 	st.PidStart, err = startTime(p.Pid)
@@ -128,7 +139,7 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		_ = p.Signal(unix.SIGKILL)
 		_, _ = p.Wait()
-		return nil, errors.Join(fmt.Errorf("recording container %s: %w", st.ID, err), s.detachNetwork(st))
+		return nil, errors.Join(fmt.Errorf("recording container %s: %w", st.ID, err), s.detachNetwork(st), s.destroyCgroup(st))
 	}
 	return p, nil
 }
@@ -146,7 +157,8 @@ func etcFiles(dir string) map[string]string {
 // exited with code, or removes it when it was run with AutoRemove. When
 // the DEL fails the attachment stays recorded, for rm to retry.
 func (s Store) Finish(st *State, code int) error {
-	nerr := s.detachNetwork(st)
+	st.noteOOM()
+	nerr := errors.Join(s.detachNetwork(st), s.destroyCgroup(st))
 	if st.Config.AutoRemove && nerr == nil {
 		return s.remove(st.ID)
 	}
@@ -283,7 +295,15 @@ func (s Store) Exec(ref string, args, env []string, cwd string, stdio Stdio) (*i
 		CapAdd:     c.CapAdd,
 		CapDrop:    c.CapDrop,
 	}
-	return isolation.Exec(st.Pid, spec, isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr})
+	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
+	if st.Cgroup != nil {
+		m, err := st.cgroupManager()
+		if err != nil {
+			return nil, err
+		}
+		opts.Place = m.Apply
+	}
+	return isolation.Exec(st.Pid, spec, opts)
 }
 
 // Kill sends sig to the PID 1 of the running container ref; with nsnet's
@@ -333,6 +353,12 @@ func (s Store) Remove(ref string, force bool) error {
 		if !force {
 			return fmt.Errorf("container %s is running: kill it first or use rm -f", st.ID)
 		}
+		if st.Paused {
+			// A frozen task cannot act on SIGKILL under cgroup v1.
+			if m, err := st.cgroupManager(); err == nil {
+				_ = m.Thaw()
+			}
+		}
 		if err := signalProcess(st.Pid, st.PidStart, unix.SIGKILL); err != nil {
 			return err
 		}
@@ -362,6 +388,9 @@ func (s Store) Remove(ref string, force bool) error {
 	}
 	if err := s.detachNetwork(st); err != nil {
 		return err
+	}
+	if err := s.destroyCgroup(st); err != nil {
+		return errors.Join(err, s.save(st))
 	}
 	return s.remove(st.ID)
 }

@@ -1,0 +1,282 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/isolation/cgroups"
+)
+
+// Cgroup is where a container's cgroup lives. The layout is recorded as
+// nsnet run saw it: a later rm, stats or update may run in another cgroup,
+// and a path relative to its own would name another directory.
+type Cgroup struct {
+	Layout cgroups.Layout `json:"layout"`
+	Parent string         `json:"parent,omitempty"`
+	Driver string         `json:"driver,omitempty"`
+	// Path is the cgroup relative to nsnet run's own ("nsnet/ID"), or
+	// absolute.
+	Path string `json:"path"`
+}
+
+// cgroupPlan decides a new container's cgroup and validates its limits,
+// before anything exists. A host without cgroups runs containers without
+// one, unless limits were asked for.
+func cgroupPlan(id string, cfg Config) (*Cgroup, error) {
+	l, err := cgroups.DetectHost()
+	if errors.Is(err, cgroups.ErrNoCgroups) && cfg.Resources.IsZero() {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	driver := cfg.CgroupManager
+	if driver == "" {
+		driver = cgroups.DefaultDriver(l)
+	}
+	cg := &Cgroup{Layout: l, Parent: cfg.CgroupParent, Driver: driver}
+	m, err := cg.manager(id, cfg.Resources)
+	if err != nil {
+		return nil, err
+	}
+	cg.Path = m.Path()
+	return cg, nil
+}
+
+// manager returns the driver of cg for container id, with the limits r
+// written by Create or Set; Destroy removes the parents among created.
+func (cg *Cgroup) manager(id string, r cgroups.Resources, created ...string) (cgroups.Manager, error) {
+	host, err := cgroups.CurrentHost()
+	if err != nil {
+		return nil, err
+	}
+	return cgroups.New(cg.Layout, cgroups.Config{
+		ID:        id,
+		Parent:    cg.Parent,
+		Resources: r,
+		Host:      host,
+		Created:   created,
+		Driver:    cg.Driver,
+		// Every nsnet may remove its own default parent once empty, also
+		// one made by an nsnet with another state root.
+		RemoveEmptyParents: cg.Parent == "" && cg.Driver != cgroups.DriverSystemd,
+	})
+}
+
+// parentsFile, in the store's root, lists the cgroup parent directories
+// nsnet made. A parent is shared: the container that made it may go first,
+// so whichever container leaves it empty removes it. The list is changed
+// under a lock on the root directory, which also keeps one container's
+// mkdir below a parent from racing another's rmdir of it.
+const parentsFile = "cgroup-parents"
+
+// withParents runs fn with the store's parent list locked; fn's changes to
+// the list are written back.
+func (s Store) withParents(fn func(owned map[string]bool) error) error {
+	if err := os.MkdirAll(s.Root, 0o711); err != nil {
+		return fmt.Errorf("creating state root %s: %w", s.Root, err)
+	}
+	dir, err := os.Open(s.Root)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("locking %s: %w", s.Root, err)
+	}
+	path := filepath.Join(s.Root, parentsFile)
+	owned := map[string]bool{}
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" {
+			owned[l] = true
+		}
+	}
+	ferr := fn(owned)
+	if len(owned) == 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return errors.Join(ferr, err)
+		}
+		return ferr
+	}
+	list := make([]string, 0, len(owned))
+	for d := range owned {
+		list = append(list, d)
+	}
+	sort.Strings(list)
+	return errors.Join(ferr, writeAtomic(path, []byte(strings.Join(list, "\n")+"\n"), 0o600))
+}
+
+// createCgroup makes the container's cgroup with its limits.
+func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
+	if st.Cgroup == nil {
+		return nil, nil
+	}
+	m, err = st.Cgroup.manager(st.ID, st.Config.Resources)
+	if err != nil {
+		return nil, err
+	}
+	err = s.withParents(func(owned map[string]bool) error {
+		if err := m.Create(); err != nil {
+			return fmt.Errorf("creating cgroup %s: %w", m.Path(), err)
+		}
+		for _, d := range m.Created() {
+			owned[d] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// cgroupManager is the driver of a recorded container's cgroup, or an
+// error naming why there is none.
+func (st *State) cgroupManager() (cgroups.Manager, error) {
+	if st.Cgroup == nil {
+		return nil, fmt.Errorf("container %s has no cgroup", st.ID)
+	}
+	return st.Cgroup.manager(st.ID, cgroups.Resources{})
+}
+
+// noteOOM records whether the kernel's OOM killer struck in the
+// container's cgroup; read before the cgroup goes.
+func (st *State) noteOOM() {
+	m, err := st.cgroupManager()
+	if err != nil {
+		return
+	}
+	if s, err := m.Stats(); err == nil && s.OOMKills > 0 {
+		st.OOMKilled = true
+	}
+}
+
+// destroyCgroup removes the container's cgroup once its last task is
+// gone, and the parents nsnet made that it leaves empty. Tasks killed with
+// the container's PID 1 may linger for a moment, and a paused container's
+// cannot die until thawed.
+func (s Store) destroyCgroup(st *State) error {
+	if st.Cgroup == nil {
+		return nil
+	}
+	if st.Paused {
+		if m, err := st.cgroupManager(); err == nil {
+			_ = m.Thaw()
+		}
+		st.Paused = false
+	}
+	return s.withParents(func(owned map[string]bool) error {
+		var created []string
+		for d := range owned {
+			created = append(created, d)
+		}
+		m, err := st.Cgroup.manager(st.ID, cgroups.Resources{}, created...)
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err = m.Destroy()
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				return fmt.Errorf("removing cgroup of %s: %w", st.ID, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		for d := range owned {
+			if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+				delete(owned, d)
+			}
+		}
+		st.Cgroup = nil
+		return nil
+	})
+}
+
+// Stats returns the counters of the running container ref.
+func (s Store) Stats(ref string) (*State, cgroups.Stats, error) {
+	st, err := s.Load(ref)
+	if err != nil {
+		return nil, cgroups.Stats{}, err
+	}
+	if !st.Running() {
+		return st, cgroups.Stats{}, fmt.Errorf("container %s is not running", st.ID)
+	}
+	m, err := st.cgroupManager()
+	if err != nil {
+		return st, cgroups.Stats{}, err
+	}
+	stats, err := m.Stats()
+	return st, stats, err
+}
+
+// Pause freezes every process of the running container ref.
+func (s Store) Pause(ref string) error { return s.setFrozen(ref, true) }
+
+// Resume thaws a paused container.
+func (s Store) Resume(ref string) error { return s.setFrozen(ref, false) }
+
+func (s Store) setFrozen(ref string, frozen bool) error {
+	st, err := s.Load(ref)
+	if err != nil {
+		return err
+	}
+	if !st.Running() {
+		return fmt.Errorf("container %s is not running", st.ID)
+	}
+	if st.Paused == frozen {
+		if frozen {
+			return fmt.Errorf("container %s is already paused", st.ID)
+		}
+		return fmt.Errorf("container %s is not paused", st.ID)
+	}
+	m, err := st.cgroupManager()
+	if err != nil {
+		return err
+	}
+	if frozen {
+		err = m.Freeze()
+	} else {
+		err = m.Thaw()
+	}
+	if err != nil {
+		return err
+	}
+	st.Paused = frozen
+	return s.save(st)
+}
+
+// Update changes the limits of the running container ref: the fields of r
+// that are set replace the recorded ones.
+func (s Store) Update(ref string, r cgroups.Resources) error {
+	st, err := s.Load(ref)
+	if err != nil {
+		return err
+	}
+	if !st.Running() {
+		return fmt.Errorf("container %s is not running", st.ID)
+	}
+	m, err := st.cgroupManager()
+	if err != nil {
+		return err
+	}
+	merged := st.Config.Resources.Merge(r)
+	if err := m.Set(merged); err != nil {
+		return fmt.Errorf("updating %s: %w", st.ID, err)
+	}
+	st.Config.Resources = merged
+	return s.save(st)
+}

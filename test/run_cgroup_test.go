@@ -1,0 +1,520 @@
+package test
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cgroupEnv is an nsnetEnv whose containers get their cgroups under a
+// parent unique to the test, so leftovers are easy to find.
+type cgroupEnv struct {
+	*nsnetEnv
+	parent string
+}
+
+func newCgroupEnv(t *testing.T) *cgroupEnv {
+	t.Helper()
+	e := newNsnetEnv(t)
+	mounts := cgroupMounts(t)
+	if len(mounts) == 0 {
+		t.Skip("no cgroup hierarchy mounted")
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	ce := &cgroupEnv{nsnetEnv: e, parent: "nsnet-cgtest-" + hex.EncodeToString(b[:])}
+	t.Cleanup(func() {
+		for _, d := range ce.dirsNamed(ce.parent) {
+			t.Errorf("cgroup directory left behind: %s", d)
+		}
+	})
+	return ce
+}
+
+// runArgs are the flags every container of the test gets.
+func (e *cgroupEnv) runArgs(flags ...string) []string {
+	return append([]string{"--cgroup-parent", e.parent}, flags...)
+}
+
+// cgroupMount is one mounted hierarchy: its mount point, the cgroup it
+// shows there and its controllers ("" for v2).
+type cgroupMount struct {
+	dir, root   string
+	controllers []string
+}
+
+func cgroupMounts(t *testing.T) []cgroupMount {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []cgroupMount
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 3 {
+			continue
+		}
+		switch qf[0] {
+		case "cgroup2":
+			out = append(out, cgroupMount{dir: pf[4], root: pf[3]})
+		case "cgroup":
+			var ctrls []string
+			for _, o := range strings.Split(qf[2], ",") {
+				switch o {
+				case "rw", "ro", "relatime", "nosuid", "nodev", "noexec":
+				default:
+					ctrls = append(ctrls, o)
+				}
+			}
+			out = append(out, cgroupMount{dir: pf[4], root: pf[3], controllers: ctrls})
+		}
+	}
+	return out
+}
+
+// dirsNamed finds directories called name in every hierarchy (three
+// levels deep at most: the parent sits below the caller's own cgroup).
+func (e *cgroupEnv) dirsNamed(name string) []string {
+	var out []string
+	for _, m := range cgroupMounts(e.t) {
+		_ = filepath.WalkDir(m.dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			if strings.Count(strings.TrimPrefix(p, m.dir), "/") > 4 {
+				return filepath.SkipDir
+			}
+			if d.Name() == name {
+				out = append(out, p)
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// ownCgroup is the test process's cgroup in the hierarchy of controller
+// ("" for v2).
+func ownCgroup(t *testing.T, pid int, controller string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == controller {
+				return f[2]
+			}
+		}
+	}
+	t.Fatalf("process %d has no cgroup for %q:\n%s", pid, controller, data)
+	return ""
+}
+
+// hostDir is the directory, seen from the host, of the cgroup process pid
+// is in for controller ("" for cgroup v2).
+func hostDir(t *testing.T, pid int, controller string) string {
+	t.Helper()
+	cg := ownCgroup(t, pid, controller)
+	for _, m := range cgroupMounts(t) {
+		if controller == "" && m.controllers == nil || controller != "" && containsStr(m.controllers, controller) {
+			rel, ok := strings.CutPrefix(cg, m.root)
+			if !ok {
+				continue
+			}
+			return filepath.Join(m.dir, rel)
+		}
+	}
+	t.Skipf("no hierarchy with controller %q mounted", controller)
+	return ""
+}
+
+func containsStr(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// controllerFile returns the host path of a control file of the running
+// container's cgroup: v1 "memory", "memory.limit_in_bytes" or, on a v2
+// host, the v2 name given as v2File.
+func (e *cgroupEnv) controllerFile(pid int, controller, v1File, v2File string) string {
+	e.t.Helper()
+	if unifiedHost(e.t) {
+		return filepath.Join(hostDir(e.t, pid, ""), v2File)
+	}
+	return filepath.Join(hostDir(e.t, pid, controller), v1File)
+}
+
+// unifiedHost reports a pure cgroup v2 host.
+func unifiedHost(t *testing.T) bool {
+	for _, m := range cgroupMounts(t) {
+		if m.controllers != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func readTrim(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// cpuUsage is the CPU time used by the container's cgroup, read on the
+// host.
+func (e *cgroupEnv) cpuUsage(pid int) time.Duration {
+	e.t.Helper()
+	if unifiedHost(e.t) {
+		for _, l := range strings.Split(readTrim(e.t, filepath.Join(hostDir(e.t, pid, ""), "cpu.stat")), "\n") {
+			if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return time.Duration(n) * time.Microsecond
+			}
+		}
+		e.t.Fatal("cpu.stat has no usage_usec")
+	}
+	n, err := strconv.ParseInt(readTrim(e.t, filepath.Join(hostDir(e.t, pid, "cpuacct"), "cpuacct.usage")), 10, 64)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return time.Duration(n)
+}
+
+func TestCgroupMemoryOOM(t *testing.T) {
+	e := newCgroupEnv(t)
+	// dd's buffer is the allocation: all of it is written while reading
+	// /dev/zero into it.
+	r := e.run(append(append([]string{"run", "--name", "oom", "--rootfs", e.rootfs}, e.runArgs("--memory", "32m")...),
+		"--", "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1")...)
+	if r.code != 137 {
+		t.Fatalf("128 MiB in a 32 MiB container: %s; want exit code 137", r)
+	}
+	var st struct {
+		OOMKilled bool `json:"oomKilled"`
+		ExitCode  *int `json:"exitCode"`
+		Cgroup    *any `json:"cgroup"`
+		Config    struct {
+			Resources struct {
+				Memory int64 `json:"Memory"`
+			} `json:"resources"`
+		} `json:"config"`
+	}
+	ir := e.run("inspect", "oom")
+	e.mustSucceed(ir)
+	if err := json.Unmarshal([]byte(ir.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.OOMKilled || st.ExitCode == nil || *st.ExitCode != 137 {
+		t.Errorf("inspect: oomKilled %v, exit code %v; want true and 137:\n%s", st.OOMKilled, st.ExitCode, ir.stdout)
+	}
+	if st.Cgroup != nil {
+		t.Errorf("an exited container still records a cgroup:\n%s", ir.stdout)
+	}
+	if st.Config.Resources.Memory != 32<<20 {
+		t.Errorf("recorded memory limit %d, want %d", st.Config.Resources.Memory, 32<<20)
+	}
+	e.mustSucceed(e.run("rm", "oom"))
+
+	r = e.run(append(append([]string{"run", "--rm", "--rootfs", e.rootfs}, e.runArgs("--memory", "32m")...),
+		"--", "dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=1")...)
+	e.mustSucceed(r)
+}
+
+func TestCgroupPidsLimit(t *testing.T) {
+	e := newCgroupEnv(t)
+	// Forks sleeps in a subshell until the kernel refuses, then counts
+	// the processes with shell builtins only: no fork is left. The init
+	// and its threads count against the limit too.
+	script := `( n=0; while [ $n -lt 50 ]; do sleep 30 & n=$((n+1)); done ) 2>/dev/null
+		c=0; for p in /proc/[0-9]*; do c=$((c+1)); done; echo $c`
+	r := e.sh(script, e.runArgs("--pids-limit", "20")...)
+	e.mustSucceed(r)
+	n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+	if err != nil {
+		t.Fatalf("output %q", r.stdout)
+	}
+	if n > 20 || n < 8 {
+		t.Fatalf("%d processes in a container limited to 20 pids, want 8..20 (50 sleeps were forked)", n)
+	}
+}
+
+func TestCgroupCPUQuota(t *testing.T) {
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--cpus", "0.5", "--", "sh", "-c", "while :; do :; done & while :; do :; done")...)
+	pid := e.inspect(id).Pid
+	// The first period may run at full speed; measure after it.
+	time.Sleep(300 * time.Millisecond)
+	u0, t0 := e.cpuUsage(pid), time.Now()
+	time.Sleep(3 * time.Second)
+	used := float64(e.cpuUsage(pid)-u0) / float64(time.Since(t0))
+	t.Logf("two busy loops under --cpus 0.5 used %.3f CPUs", used)
+	if used < 0.4 || used > 0.6 {
+		t.Fatalf("two busy loops under --cpus 0.5 used %.3f CPUs, want 0.4..0.6", used)
+	}
+}
+
+func TestCgroupCpuset(t *testing.T) {
+	e := newCgroupEnv(t)
+	cpus := "0"
+	if n := readTrim(t, "/sys/devices/system/cpu/online"); n != "0" {
+		// Pinning to the last CPU proves more than the default would.
+		cpus = n[strings.LastIndexAny(n, ",-")+1:]
+	}
+	r := e.sh(`grep Cpus_allowed_list /proc/self/status`, e.runArgs("--cpuset-cpus", cpus)...)
+	e.mustSucceed(r)
+	if f := strings.Fields(r.stdout); len(f) != 2 || f[1] != cpus {
+		t.Fatalf("container runs on %q, want CPU %s", r.stdout, cpus)
+	}
+}
+
+func TestCgroupPauseResume(t *testing.T) {
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--", "sh", "-c", "while :; do :; done")...)
+	pid := e.inspect(id).Pid
+	e.mustSucceed(e.run("pause", id))
+	if r := e.run("ps"); !strings.Contains(r.stdout, "paused") {
+		t.Errorf("ps does not show the container paused:\n%s", r.stdout)
+	}
+	u0 := e.cpuUsage(pid)
+	time.Sleep(500 * time.Millisecond)
+	if d := e.cpuUsage(pid) - u0; d > 5*time.Millisecond {
+		t.Fatalf("a paused container used %v of CPU in 500ms", d)
+	}
+	if r := e.run("pause", id); r.code == 0 {
+		t.Errorf("pausing a paused container succeeded")
+	}
+	e.mustSucceed(e.run("resume", id))
+	u0 = e.cpuUsage(pid)
+	time.Sleep(500 * time.Millisecond)
+	if d := e.cpuUsage(pid) - u0; d < 100*time.Millisecond {
+		t.Fatalf("a resumed busy loop used only %v of CPU in 500ms", d)
+	}
+	// rm -f of a paused container must still work: frozen tasks cannot
+	// act on SIGKILL until thawed.
+	e.mustSucceed(e.run("pause", id))
+	e.mustSucceed(e.run("rm", "-f", id))
+}
+
+func TestCgroupUpdateAndStats(t *testing.T) {
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--memory", "64m", "--pids-limit", "100", "--", "sleep", "60")...)
+	pid := e.inspect(id).Pid
+	memFile := e.controllerFile(pid, "memory", "memory.limit_in_bytes", "memory.max")
+	pidsFile := e.controllerFile(pid, "pids", "pids.max", "pids.max")
+	if got := readTrim(t, memFile); got != strconv.Itoa(64<<20) {
+		t.Fatalf("%s = %s, want %d", memFile, got, 64<<20)
+	}
+	e.mustSucceed(e.run("update", "--memory", "48m", "--pids-limit", "10", id))
+	if got := readTrim(t, memFile); got != strconv.Itoa(48<<20) {
+		t.Errorf("after update %s = %s, want %d", memFile, got, 48<<20)
+	}
+	if got := readTrim(t, pidsFile); got != "10" {
+		t.Errorf("after update %s = %s, want 10", pidsFile, got)
+	}
+	if r := e.run("update", "--cpus", "1000", id); r.code != 125 || !strings.Contains(r.stderr, "CPUs") {
+		t.Errorf("update --cpus 1000: %s; want exit 125 naming the CPUs", r)
+	}
+
+	r := e.run("stats", "--json", id)
+	e.mustSucceed(r)
+	var rows []struct {
+		ID    string `json:"id"`
+		Stats struct {
+			Memory uint64 `json:"memory_usage"`
+			Pids   uint64 `json:"pids"`
+			CPU    uint64 `json:"cpu_usage_ns"`
+		} `json:"stats"`
+		Limit int64 `json:"memory_limit"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || len(rows) != 1 {
+		t.Fatalf("stats --json: %v\n%s", err, r.stdout)
+	}
+	s := rows[0]
+	if s.ID != id || s.Stats.Memory == 0 || s.Stats.Pids < 2 || s.Stats.CPU == 0 || s.Limit != 48<<20 {
+		t.Errorf("stats %+v: want memory > 0, at least 2 tasks (init and sleep), CPU time > 0, limit 48 MiB", s)
+	}
+	if r := e.run("stats", id); r.code != 0 || !strings.Contains(r.stdout, "48.0MiB") {
+		t.Errorf("stats table: %s", r)
+	}
+}
+
+// TestCgroupPlacement checks the container's cgroup is below nsnet's own
+// in every hierarchy, that the container sees it as its root (cgroup
+// namespace), that exec'd commands join it, and that rm removes it.
+func TestCgroupPlacement(t *testing.T) {
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--", "sleep", "60")...)
+	pid := e.inspect(id).Pid
+	for _, m := range cgroupMounts(t) {
+		// v1 hierarchies of resource controllers; the v2 one on a
+		// unified host. Named hierarchies and a hybrid host's empty v2
+		// one carry no limits.
+		ctrl := ""
+		switch {
+		case m.controllers != nil && strings.HasPrefix(m.controllers[0], "name="):
+			continue
+		case m.controllers != nil:
+			ctrl = m.controllers[0]
+		case !unifiedHost(t):
+			continue
+		}
+		own := ownCgroup(t, os.Getpid(), ctrl)
+		want := filepath.Join(own, e.parent, id)
+		if got := ownCgroup(t, pid, ctrl); got != want {
+			t.Errorf("hierarchy %s: container in %s, want %s", m.dir, got, want)
+		}
+	}
+	r := e.run("exec", id, "--", "cat", "/proc/self/cgroup")
+	e.mustSucceed(r)
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if !strings.HasSuffix(l, ":/") {
+			t.Errorf("exec'd command sees %q; want its cgroup as / (in the container's cgroup, through its namespace)", l)
+		}
+	}
+	e.mustSucceed(e.run("rm", "-f", id))
+	if left := e.dirsNamed(id); len(left) > 0 {
+		t.Fatalf("cgroups left after rm: %v", left)
+	}
+}
+
+// TestCgroupKilledMonitor: the monitor of a limited container is killed;
+// rm still removes the cgroup.
+func TestCgroupKilledMonitor(t *testing.T) {
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--memory", "64m", "--", "sleep", "60")...)
+	st := e.inspect(id)
+	p, err := os.FindProcess(st.Monitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	e.mustSucceed(e.run("rm", "-f", id))
+	if left := e.dirsNamed(id); len(left) > 0 {
+		t.Fatalf("cgroups left after rm: %v", left)
+	}
+}
+
+func TestCgroupBadLimits(t *testing.T) {
+	e := newCgroupEnv(t)
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--memory", "12x"}, "unit"},
+		{[]string{"--memory", "1k"}, "6 MiB"},
+		{[]string{"--memory", "-5m"}, "memory"},
+		{[]string{"--cpus", "-3"}, "cpus"},
+		{[]string{"--cpus", "1000"}, "CPUs of this machine"},
+		{[]string{"--cpus", "abc"}, "not a number"},
+		{[]string{"--cpuset-cpus", "0-999"}, "cpuset-cpus"},
+		{[]string{"--pids-limit", "-7"}, "pids-limit"},
+		{[]string{"--memory-swap", "64m"}, "memory-swap needs a memory limit"},
+		{[]string{"--device-read-bps", "/dev/null:1mb"}, "not a block device"},
+		{[]string{"--blkio-weight", "5"}, "blkio-weight"},
+		{[]string{"--cgroup-parent", "../escape"}, ".."},
+	} {
+		r := e.sh("true", e.runArgs(c.flags...)...)
+		if r.code != 125 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("run %v: %s; want exit 125 and an error with %q", c.flags, r, c.want)
+		}
+	}
+}
+
+func TestCgroupSysctls(t *testing.T) {
+	e := newCgroupEnv(t)
+	r := e.sh(`cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/domainname`,
+		e.runArgs("--sysctl", "kernel.shmmax=123456789", "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.domainname=nsnet.test")...)
+	e.mustSucceed(r)
+	if got := strings.Fields(r.stdout); len(got) != 3 || got[0] != "123456789" || got[1] != "1" || got[2] != "nsnet.test" {
+		t.Errorf("sysctls inside: %q", r.stdout)
+	}
+	for _, kv := range []string{"kernel.panic=1", "vm.swappiness=10", "net.ipv4.ip_forward=1"} {
+		flags := []string{"--sysctl", kv}
+		if strings.HasPrefix(kv, "net.") {
+			flags = append(flags, "--net", "host")
+		}
+		if r := e.sh("true", e.runArgs(flags...)...); r.code != 125 || !strings.Contains(r.stderr, strings.Split(kv, "=")[0]) {
+			t.Errorf("--sysctl %s %v: %s; want exit 125 naming it", kv, flags[2:], r)
+		}
+	}
+}
+
+// TestCgroupDevices: a process in the container's cgroup cannot open a
+// device outside the default allow-list; --device-cgroup-rule allows one.
+// Inside the container every writable mount is nodev, so the probe is a
+// host process moved into the container's cgroup (below the test's own),
+// opening the host's tun device: an unattached read answers EBADFD, which
+// tells "opened" from "refused".
+func TestCgroupDevices(t *testing.T) {
+	e := newCgroupEnv(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no tun device to probe with: %v", err)
+	}
+	probe := func(flags ...string) string {
+		id := e.detach(e.runArgs(append(flags, "--", "sleep", "60")...)...)
+		procs := e.controllerFile(e.inspect(id).Pid, "devices", "cgroup.procs", "cgroup.procs")
+		cmd := exec.Command("sh", "-c", "read go; exec cat /dev/net/tun")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		cmd.Stderr = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("moving the probe into %s: %v", procs, err)
+		}
+		fmt.Fprintln(in, "go")
+		_ = cmd.Wait()
+		e.mustSucceed(e.run("rm", "-f", id))
+		return out.String()
+	}
+	if got := probe(); !strings.Contains(got, "Operation not permitted") {
+		t.Errorf("default allow-list: opening tun said %q, want EPERM", got)
+	}
+	if got := probe("--device-cgroup-rule", "c 10:200 rwm"); !strings.Contains(got, "bad state") {
+		t.Errorf("with c 10:200 allowed: opening tun said %q, want it opened (EBADFD on read)", got)
+	}
+	if got := probe("--privileged"); !strings.Contains(got, "bad state") {
+		t.Errorf("privileged: opening tun said %q, want it opened", got)
+	}
+	if r := e.sh("true", e.runArgs("--device-cgroup-rule", "x 1:2 r")...); r.code != 125 {
+		t.Errorf("bad rule: %s; want exit 125", r)
+	}
+}
