@@ -166,29 +166,17 @@ func execute(cfg childConfig, p prepared) error {
 // /dev/console and made stdin, stdout and stderr, the master sent to the
 // parent to relay.
 func setupConsole() error {
-	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	master, slave, slavePath, err := openPty()
 	if err != nil {
-		return fmt.Errorf("opening /dev/ptmx: %w", err)
+		return err
 	}
 	defer unix.Close(master)
-	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
-		return fmt.Errorf("unlocking the pty: %w", err)
-	}
-	n, err := unix.IoctlGetUint32(master, unix.TIOCGPTN)
-	if err != nil {
-		return fmt.Errorf("reading the pty number: %w", err)
-	}
-	slavePath := "/dev/pts/" + strconv.FormatUint(uint64(n), 10)
-	slave, err := unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", slavePath, err)
-	}
 	defer unix.Close(slave)
 	if err := unix.Mount(slavePath, "/dev/console", "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding %s on /dev/console: %w", slavePath, err)
 	}
-	if err := unix.Sendmsg(consoleFD, []byte{0}, unix.UnixRights(master), nil, 0); err != nil {
-		return fmt.Errorf("sending the console: %w", err)
+	if err := sendConsole(consoleFD, master); err != nil {
+		return err
 	}
 	unix.Close(consoleFD)
 	for fd := 0; fd <= 2; fd++ {

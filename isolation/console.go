@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -134,4 +135,54 @@ func followWindowSize(from, pty *os.File) func() {
 		signal.Stop(ch)
 		close(done)
 	}
+}
+
+// openPty opens a new pty of the devpts at /dev/pts (through /dev/ptmx) and
+// returns its master and slave, both close-on-exec.
+func openPty() (master, slave int, slavePath string, err error) {
+	master, err = unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, "", fmt.Errorf("opening /dev/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(master)
+		return -1, -1, "", fmt.Errorf("unlocking the pty: %w", err)
+	}
+	n, err := unix.IoctlGetUint32(master, unix.TIOCGPTN)
+	if err != nil {
+		unix.Close(master)
+		return -1, -1, "", fmt.Errorf("reading the pty number: %w", err)
+	}
+	slavePath = "/dev/pts/" + strconv.FormatUint(uint64(n), 10)
+	slave, err = unix.Open(slavePath, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(master)
+		return -1, -1, "", fmt.Errorf("opening %s: %w", slavePath, err)
+	}
+	return master, slave, slavePath, nil
+}
+
+// sendConsole hands the pty master to the parent over sock.
+func sendConsole(sock, master int) error {
+	if err := unix.Sendmsg(sock, []byte{0}, unix.UnixRights(master), nil, 0); err != nil {
+		return fmt.Errorf("sending the console: %w", err)
+	}
+	return nil
+}
+
+// takeTerminal makes the slave the calling process's stdio and controlling
+// terminal, in a session of its own.
+func takeTerminal(slave int) error {
+	for fd := 0; fd <= 2; fd++ {
+		if err := unix.Dup3(slave, fd, 0); err != nil {
+			return fmt.Errorf("attaching the console: %w", err)
+		}
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("starting a session: %w", err)
+	}
+	if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("taking the terminal: %w", err)
+	}
+	return nil
 }

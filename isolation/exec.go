@@ -31,6 +31,10 @@ const (
 // container's mount namespace.
 const execExeFD = 4
 
+// execTtyArg, after the PID, tells the go-between that descriptor
+// consoleFD is the socket for the exec child's pty master.
+const execTtyArg = "tty"
+
 // execGateFD is the go-between's end of a pipe that Exec closes once
 // Options.Place has moved the go-between into the container's cgroup; the
 // go-between forks the exec child only then, so the child starts there.
@@ -44,6 +48,9 @@ type ExecSpec struct {
 	Env      []string
 	Cwd      string
 	Hostname string
+	// Tty gives the command a new pty of the container's devpts, relayed
+	// to Options' stdio as Spec.Tty does.
+	Tty bool
 	// Privileged, CapAdd and CapDrop should be the container's, so the
 	// command gets the same capability set.
 	Privileged      bool
@@ -96,7 +103,7 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	cfg := childConfig{Args: spec.Args, Env: defaultEnv(spec.Env, spec.Hostname), Cwd: cwd, Caps: set, Privileged: spec.Privileged}
+	cfg := childConfig{Args: spec.Args, Env: defaultEnv(spec.Env, spec.Hostname), Cwd: cwd, Caps: set, Privileged: spec.Privileged, Tty: spec.Tty}
 
 	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
@@ -110,21 +117,38 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	}
 	defer gateR.Close()
 	defer gateW.Close()
+	args := []string{execJoinArg0, strconv.Itoa(pid)}
+	stdin, stdout := opts.Stdin, opts.Stdout
+	extra := []*os.File{childEnd, gateR}
+	var consoleEnd *os.File
+	if spec.Tty {
+		var consoleChild *os.File
+		consoleEnd, consoleChild, err = socketPair("nsnet-console", "console")
+		if err != nil {
+			return nil, err
+		}
+		defer consoleEnd.Close()
+		defer consoleChild.Close()
+		extra = append(extra, consoleChild)
+		args = append(args, execTtyArg)
+		stdin, stdout = nil, nil
+	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
-		Args:        []string{execJoinArg0, strconv.Itoa(pid)},
+		Args:        args,
 		Env:         []string{},
-		Stdin:       opts.Stdin,
-		Stdout:      opts.Stdout,
+		Stdin:       stdin,
+		Stdout:      stdout,
 		Stderr:      opts.Stderr,
-		ExtraFiles:  []*os.File{childEnd, gateR},
+		ExtraFiles:  extra,
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL},
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%w: starting the exec go-between: %w", ErrSetup, err)
 	}
-	childEnd.Close()
-	gateR.Close()
+	for _, f := range extra {
+		f.Close()
+	}
 	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
 	if opts.Place != nil {
 		if err = opts.Place(p.Pid); err != nil {
@@ -135,6 +159,15 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	ch := newChannel(parentEnd)
 	if err == nil {
 		err = ch.send(message{Type: msgConfig, Config: &cfg})
+	}
+	if err == nil && consoleEnd != nil {
+		// Sent just before the exec; when it does not come, the channel
+		// says why.
+		if master, cerr := receiveConsole(consoleEnd); cerr == nil {
+			if p.console, err = attachConsole(master, opts); err != nil {
+				master.Close()
+			}
+		}
 	}
 	if err == nil {
 		err = ch.closed()
@@ -156,8 +189,8 @@ func runExecJoin() {
 		_ = newChannel(os.NewFile(syncFD, "sync")).send(message{Type: msgError, Error: err.Error()})
 		os.Exit(ExitSetupFailed)
 	}
-	if len(os.Args) != 2 {
-		fail(fmt.Errorf("%s: usage: %s PID", execJoinArg0, execJoinArg0))
+	if len(os.Args) != 2 && (len(os.Args) != 3 || os.Args[2] != execTtyArg) {
+		fail(fmt.Errorf("%s: usage: %s PID [%s]", execJoinArg0, execJoinArg0, execTtyArg))
 	}
 	pid, err := strconv.Atoi(os.Args[1])
 	if err != nil {
@@ -187,6 +220,10 @@ func runExecJoin() {
 		fail(fmt.Errorf("waiting to be placed in the container's cgroup: %w", err))
 	}
 	gate.Close()
+	extra := []*os.File{os.NewFile(syncFD, "sync"), exe}
+	if len(os.Args) == 3 {
+		extra = append(extra, os.NewFile(consoleFD, "console"))
+	}
 	// Subscribed before the fork so no signal is lost.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, initproc.Forwarded...)
@@ -197,7 +234,7 @@ func runExecJoin() {
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{os.NewFile(syncFD, "sync"), exe},
+		ExtraFiles: extra,
 		// No Pdeathsig here: Go's fork code would compare the child's
 		// parent PID, 0 in the container's PID namespace, with ours and
 		// kill the child at once. The child sets it itself.
@@ -314,6 +351,11 @@ func runExec() {
 			}
 			return err
 		}
+		if cfg.Tty {
+			if err := execConsole(); err != nil {
+				return err
+			}
+		}
 		if err := closeOnExecFrom(syncFD); err != nil {
 			return err
 		}
@@ -331,4 +373,21 @@ func runExec() {
 	}()
 	_ = ch.send(message{Type: msgError, Error: err.Error()})
 	os.Exit(code)
+}
+
+// execConsole gives the exec child a new pty of the container's devpts as
+// its terminal and sends the master to Exec.
+func execConsole() error {
+	master, slave, _, err := openPty()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(slave)
+	err = sendConsole(consoleFD, master)
+	unix.Close(master)
+	unix.Close(consoleFD)
+	if err != nil {
+		return err
+	}
+	return takeTerminal(slave)
 }

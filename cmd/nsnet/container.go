@@ -101,6 +101,7 @@ func statusText(st *container.State) string {
 func execContainerCommand() *cobra.Command {
 	var env []string
 	var cwd string
+	var tty bool
 	cmd := &cobra.Command{
 		Use:   "exec [flags] ID -- CMD [ARGS...]",
 		Short: "Run a command in a running container",
@@ -118,7 +119,7 @@ name), with its environment and capabilities. The exit code is CMD's.`,
 			}
 			relay := container.NewSignalRelay()
 			defer relay.Stop()
-			p, err := store().Exec(args[0], argv, envList(env), cwd,
+			p, err := store().Exec(args[0], argv, envList(env), cwd, tty,
 				container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 			if err != nil {
 				return err
@@ -134,6 +135,7 @@ name), with its environment and capabilities. The exit code is CMD's.`,
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringArrayVarP(&env, "env", "e", nil, "set an environment variable KEY=VAL (KEY alone: the caller's value)")
 	cmd.Flags().StringVarP(&cwd, "workdir", "w", "", "working directory inside the container")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give CMD a terminal")
 	return cmd
 }
 

@@ -273,8 +273,9 @@ func (s Store) Monitor(id string, ready io.WriteCloser) int {
 }
 
 // Exec runs args in the running container ref with its environment,
-// working directory (unless cwd is set) and capabilities.
-func (s Store) Exec(ref string, args, env []string, cwd string, stdio Stdio) (*isolation.Process, error) {
+// working directory (unless cwd is set) and capabilities; tty gives it a
+// terminal.
+func (s Store) Exec(ref string, args, env []string, cwd string, tty bool, stdio Stdio) (*isolation.Process, error) {
 	st, err := s.Load(ref)
 	if err != nil {
 		return nil, err
@@ -294,6 +295,7 @@ func (s Store) Exec(ref string, args, env []string, cwd string, stdio Stdio) (*i
 		Privileged: c.Privileged,
 		CapAdd:     c.CapAdd,
 		CapDrop:    c.CapDrop,
+		Tty:        tty,
 	}
 	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
 	if st.Cgroup != nil {
