@@ -12,13 +12,20 @@ PREFIX      ?= /usr/local
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_CONF_DIR ?= /etc/cni/net.d
 DESTDIR     ?=
+FORCE       ?=
 TEST_TIMEOUT ?= 40m
 BENCH_FLAGS ?=
+VMTEST_FLAGS ?=
 RUNBENCH_FLAGS ?=
 
 BIN := bin
 # Debian packages the plugins and tests call (ip, nft, iptables, conntrack, ping, socat, nc).
 DEB_PACKAGES := iproute2 iptables nftables conntrack iputils-ping socat netcat-openbsd busybox-static
+# Debian packages the end-to-end tests (test/e2e) drive: containerd 1.6 (ctr and its CRI
+# plugin) with runc, and podman 4.3 with conmon. containers-common, which podman pulls in, needs
+# a network stack: naming containernetworking-plugins picks it over netavark, so podman's CNI
+# backend is available (its own conflists are not used; the tests give it ours).
+E2E_DEB_PACKAGES := containerd runc podman conmon containernetworking-plugins
 # Debian packages only the benchmark calls: the runtimes runbench compares nsnet run with.
 BENCH_DEB_PACKAGES := runc crun bubblewrap
 
@@ -34,7 +41,7 @@ export DEBIAN_FRONTEND=noninteractive; \
 apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
 endef
 
-.PHONY: all build install install-conf test bench bench-deps demo fmt vet deps clean
+.PHONY: all build install install-conf test vmtest bench bench-deps demo fmt vet deps clean
 
 all: build
 
@@ -47,21 +54,37 @@ build:
 	echo $(GO) build -o $(BIN)/ $$pkgs; \
 	$(GO) build -o $(BIN)/ $$pkgs
 
-# Plugins go to the CNI bin dir, the nsnet runtime (when built) to $(PREFIX)/bin.
+# Plugins go to the CNI bin dir, the nsnet runtime (when built) to $(PREFIX)/bin. A file already
+# there that differs from ours (another plugin of the same name, a user's build, an older build
+# of nsnet) is never replaced without FORCE=1, and then nothing is installed; identical files
+# are left as they are.
 install: build
-	install -d $(DESTDIR)$(CNI_BIN_DIR)
-	@for d in plugins/*/; do \
+	@pairs=; \
+	for d in plugins/*/; do \
 		p=$$(basename $$d); \
-		if [ -f $(BIN)/$$p ]; then \
-			echo "install $(BIN)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p"; \
-			install -m 0755 $(BIN)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p || exit 1; \
+		if [ -f $(BIN)/$$p ]; then pairs="$$pairs $(BIN)/$$p:$(DESTDIR)$(CNI_BIN_DIR)/$$p"; fi; \
+	done; \
+	if [ -f $(BIN)/nsnet ]; then pairs="$$pairs $(BIN)/nsnet:$(DESTDIR)$(PREFIX)/bin/nsnet"; fi; \
+	conflict=0; \
+	for pair in $$pairs; do \
+		src=$${pair%%:*}; dst=$${pair#*:}; \
+		if [ -e "$$dst" ] && ! cmp -s "$$src" "$$dst"; then \
+			if [ "$(FORCE)" = 1 ]; then echo "replacing $$dst (FORCE=1)"; \
+			else \
+				what="not a build of nsnet"; \
+				if $(GO) version -m "$$dst" 2>/dev/null | grep -q "^[[:space:]]*path[[:space:]]*github.com/nsnet/nsnet/"; then what="another build of nsnet"; fi; \
+				echo "make install: $$dst exists and differs from $$src ($$what); not overwriting it (FORCE=1 replaces it)" >&2; \
+				conflict=1; \
+			fi; \
 		fi; \
+	done; \
+	[ $$conflict = 0 ] || exit 1; \
+	for pair in $$pairs; do \
+		src=$${pair%%:*}; dst=$${pair#*:}; \
+		if cmp -s "$$src" "$$dst"; then echo "unchanged $$dst"; continue; fi; \
+		echo "install $$src $$dst"; \
+		install -d "$$(dirname "$$dst")" && install -m 0755 "$$src" "$$dst" || exit 1; \
 	done
-	@if [ -f $(BIN)/nsnet ]; then \
-		install -d $(DESTDIR)$(PREFIX)/bin && \
-		install -m 0755 $(BIN)/nsnet $(DESTDIR)$(PREFIX)/bin/nsnet && \
-		echo "install $(BIN)/nsnet $(DESTDIR)$(PREFIX)/bin/nsnet"; \
-	fi
 
 install-conf:
 	install -d $(DESTDIR)$(CNI_CONF_DIR)
@@ -71,11 +94,21 @@ install-conf:
 		install -m 0644 "$$f" $(DESTDIR)$(CNI_CONF_DIR)/ || exit 1; \
 	done
 
-# The whole suite, one package at a time (the machine has 2 cores and tests share the kernel).
+# The whole suite, one package at a time (the machine has 2 cores and tests share the kernel),
+# then the cgroup v2 and systemd suites in a VM (vmtest; needs root, as it installs qemu).
 test:
 	@[ "$$(id -u)" = 0 ] || echo "warning: not root; tests that create namespaces will be skipped" >&2
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory vmtest; \
+	else echo "warning: not root; skipping vmtest (cgroup v2 and systemd suites in a VM)" >&2; fi
+
+# cgroup v2 (busybox init, cgroup_no_v1=all) and systemd cgroup driver suites in a throw-away qemu
+# VM: no network, always under timeout, KVM only with vmx/svm. Installs qemu, Debian's kernel and
+# debootstrap when missing and caches the kernel and the systemd image in ~/.cache/nsnet-test/vm.
+vmtest:
+	$(GO) run ./test/cmd/vmtest $(VMTEST_FLAGS)
+	$(GO) run ./test/cmd/vmtest -systemd $(VMTEST_FLAGS)
 
 bench: build bench-deps
 	$(GO) run ./test/cmd/cnibench -bin $(CURDIR)/$(BIN) $(BENCH_FLAGS)
@@ -93,7 +126,7 @@ vet:
 	$(GO) vet ./...
 
 deps:
-	@$(call install-debs,$(DEB_PACKAGES))
+	@$(call install-debs,$(DEB_PACKAGES) $(E2E_DEB_PACKAGES))
 
 bench-deps: deps
 	@$(call install-debs,$(BENCH_DEB_PACKAGES))

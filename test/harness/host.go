@@ -54,22 +54,22 @@ func NewHost(t testing.TB) *Host {
 // CreateHost is NewHost for callers without a testing.TB; the caller must Close it.
 func CreateHost() (h *Host, err error) {
 	id := randomID()
-	h = &Host{id: id}
+	made := &Host{id: id}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, h.Close())
+			err = errors.Join(err, made.Close())
 		}
 	}()
-	if h.NetNS, err = createNamedNetNS(NamePrefix + id + "-host"); err != nil {
+	if made.NetNS, err = createNamedNetNS(NamePrefix + id + "-host"); err != nil {
 		return nil, err
 	}
-	if h.Ext, err = createNamedNetNS(NamePrefix + id + "-ext"); err != nil {
+	if made.Ext, err = createNamedNetNS(NamePrefix + id + "-ext"); err != nil {
 		return nil, err
 	}
-	if err := h.wireUplink(); err != nil {
+	if err := made.wireUplink(); err != nil {
 		return nil, err
 	}
-	return h, nil
+	return made, nil
 }
 
 func (h *Host) wireUplink() error {
