@@ -26,6 +26,8 @@ require (
 	github.com/pkg/errors v0.9.1 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
+	go.yaml.in/yaml/v2 v2.4.2 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
+	sigs.k8s.io/yaml v1.6.0 // indirect
 )
