@@ -518,3 +518,113 @@ func TestCgroupDevices(t *testing.T) {
 		t.Errorf("bad rule: %s; want exit 125", r)
 	}
 }
+
+// systemdHost reports systemd as PID 1 on a pure cgroup v2 host, where
+// nsnet's default cgroup manager is systemd.
+func systemdHost(t *testing.T) bool {
+	comm, err := os.ReadFile("/proc/1/comm")
+	if err != nil || strings.TrimSpace(string(comm)) != "systemd" {
+		return false
+	}
+	return len(cgroupMounts(t)) > 0 && unifiedHost(t)
+}
+
+// TestSystemdRun: with the systemd manager the container runs in a
+// transient scope in machine.slice whose limits systemd knows, update
+// changes them on both sides, OOM is reported, and rm stops the scope.
+func TestSystemdRun(t *testing.T) {
+	if !systemdHost(t) {
+		t.Skip("needs systemd as PID 1 on a cgroup v2 host (make vmtest runs it in its systemd VM)")
+	}
+	e := newNsnetEnv(t)
+	id := e.detach("--cgroup-manager", "systemd", "--memory", "64m", "--pids-limit", "50", "--", "sleep", "60")
+	unit := "nsnet-" + id + ".scope"
+	pid := e.inspect(id).Pid
+	if got, want := ownCgroup(t, pid, ""), "/machine.slice/"+unit; got != want {
+		t.Fatalf("container in %s, want %s", got, want)
+	}
+	show := func(prop string) string {
+		out, _ := exec.Command("systemctl", "show", "-P", prop, unit).Output()
+		return strings.TrimSpace(string(out))
+	}
+	if got := show("ActiveState"); got != "active" {
+		t.Fatalf("%s is %q, want active", unit, got)
+	}
+	if got := show("MemoryMax"); got != strconv.Itoa(64<<20) {
+		t.Errorf("systemd's MemoryMax %s, want %d", got, 64<<20)
+	}
+	dir := hostDir(t, pid, "")
+	e.mustSucceed(e.run("update", "--memory", "48m", id))
+	if got := readTrim(t, filepath.Join(dir, "memory.max")); got != strconv.Itoa(48<<20) {
+		t.Errorf("memory.max after update %s, want %d", got, 48<<20)
+	}
+	if got := show("MemoryMax"); got != strconv.Itoa(48<<20) {
+		t.Errorf("systemd's MemoryMax after update %s, want %d", got, 48<<20)
+	}
+	e.mustSucceed(e.run("rm", "-f", id))
+	if got := show("ActiveState"); got == "active" {
+		t.Errorf("%s still active after rm", unit)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("scope directory %s left after rm (err %v)", dir, err)
+	}
+
+	r := e.run("run", "--rm", "--rootfs", e.rootfs, "--cgroup-manager", "systemd", "--memory", "32m",
+		"--", "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1")
+	if r.code != 137 {
+		t.Errorf("128 MiB in a 32 MiB scope: %s; want exit code 137", r)
+	}
+}
+
+// vmDisk is the scratch block device make vmtest gives its VM.
+func vmDisk(t *testing.T) string {
+	d := os.Getenv("NSNET_VM_DISK")
+	if d == "" {
+		t.Skip("no scratch block device (NSNET_VM_DISK, set in make vmtest's VM)")
+	}
+	return d
+}
+
+// TestCgroupDeviceReadBps: reads from a block device are throttled.
+func TestCgroupDeviceReadBps(t *testing.T) {
+	disk := vmDisk(t)
+	e := newCgroupEnv(t)
+	// The device node is reachable only where volumes are not nodev.
+	start := time.Now()
+	r := e.sh(`dd if=/disk of=/dev/null bs=64k count=48 iflag=direct 2>&1`,
+		e.runArgs("--privileged", "-v", disk+":/disk", "--device-read-bps", disk+":1mb")...)
+	e.mustSucceed(r)
+	// 3 MiB at 1 MiB/s; the throttle lets a first slice through at once.
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Fatalf("3 MiB read at --device-read-bps 1mb took %v (%s)", d, r.stdout)
+	}
+}
+
+// TestCgroupBlockDeviceDenied: a block device outside the allow-list
+// cannot be opened from the container's cgroup.
+func TestCgroupBlockDeviceDenied(t *testing.T) {
+	disk := vmDisk(t)
+	e := newCgroupEnv(t)
+	id := e.detach(e.runArgs("--", "sleep", "60")...)
+	procs := e.controllerFile(e.inspect(id).Pid, "devices", "cgroup.procs", "cgroup.procs")
+	cmd := exec.Command("sh", "-c", "read go; exec head -c 1 "+disk)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal(err)
+	}
+	fmt.Fprintln(in, "go")
+	err = cmd.Wait()
+	if err == nil || !strings.Contains(out.String(), "Operation not permitted") {
+		t.Fatalf("opening %s from the container's cgroup: %v, %q; want EPERM", disk, err, out.String())
+	}
+}

@@ -65,7 +65,7 @@ var (
 	defaultModules = "crc32c_generic,virtio_pci,virtio_blk,ext4,veth,bridge,nf_tables,nft_chain_nat,nft_nat,nft_masq,nft_ct,nft_fib_inet,nft_fib_ipv4,nft_fib_ipv6,tun"
 	// systemdDebs are installed into the systemd image besides debootstrap's
 	// minimal base: systemd as init, udev for the disks, the D-Bus system bus.
-	systemdDebs = "systemd-sysv,udev,dbus"
+	systemdDebs = "systemd-sysv,udev,dbus,busybox-static"
 )
 
 type packageFlag []string
