@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/isolation/caps"
+	"github.com/nsnet/nsnet/isolation/initproc"
 	"github.com/nsnet/nsnet/isolation/rootfs"
 )
 
@@ -25,8 +26,9 @@ const (
 )
 
 // runSetup is the setup child. It runs on one locked thread from start to
-// execve because setns, capabilities and no_new_privs apply to the calling
-// thread only, and execve keeps exactly that thread.
+// execve (or, as the init, to its exit) because setns, capabilities and
+// no_new_privs apply to the calling thread only, and execve keeps exactly
+// that thread.
 func runSetup() {
 	runtime.LockOSThread()
 	syncFile := os.NewFile(syncFD, "sync")
@@ -52,13 +54,22 @@ func runSetup() {
 		// The parent gave up (Prestart failed) or is gone.
 		os.Exit(ExitSetupFailed)
 	}
-	fail(execute(cfg, prepared))
+	fail(execute(cfg, prepared, ch, syncFile))
 }
 
 // prepared is what setup leaves for execute.
 type prepared struct {
 	path    string // the command, resolved inside the container
 	initExe int    // descriptor of nsnet's binary, for the init; -1 without
+	// threadNS are the namespaces setup entered on its thread alone,
+	// after clone: the other threads are still outside them.
+	threadNS []threadNS
+}
+
+// threadNS is a namespace type one thread of a process can enter alone.
+type threadNS struct {
+	name string // in /proc/PID/ns
+	flag int
 }
 
 // setup does everything that needs privilege: namespaces, hostname,
@@ -68,12 +79,14 @@ func setup(cfg childConfig) (prepared, error) {
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return p, fmt.Errorf("creating the cgroup namespace: %w", err)
 	}
+	p.threadNS = append(p.threadNS, threadNS{"cgroup", unix.CLONE_NEWCGROUP})
 	switch cfg.Net {
 	case netJoin:
 		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
 			return p, fmt.Errorf("joining network namespace: %w", err)
 		}
 		unix.Close(netnsFD)
+		p.threadNS = append(p.threadNS, threadNS{"net", unix.CLONE_NEWNET})
 	case netNew:
 		if err := loopbackUp(); err != nil {
 			return p, err
@@ -117,9 +130,15 @@ func setup(cfg childConfig) (prepared, error) {
 	return p, nil
 }
 
-// execute drops privileges and replaces the setup child with the init or
-// the command. It returns only on failure.
-func execute(cfg childConfig, p prepared) error {
+// execute drops privileges and replaces the setup child with the command,
+// or makes it the init. It returns only on failure.
+func execute(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error {
+	if cfg.Init {
+		err := becomeInit(cfg, p, ch, syncFile)
+		if !errors.Is(err, unix.ENOTSUP) {
+			return err
+		}
+	}
 	// Every descriptor but stdio (and the channel, which the init reports
 	// on) is closed by execve: nothing of the host, such as a directory
 	// that could serve as a way out (CVE-2024-21626), reaches the
@@ -161,6 +180,85 @@ func execute(cfg childConfig, p prepared) error {
 	return fmt.Errorf("exec %s: %w", p.path, err)
 }
 
+// becomeInit makes the setup child the container's init, where it would
+// otherwise execute a fresh copy of nsnet for it: one Go runtime start
+// less per container. This init must hold no more than an executed one
+// would, but the Go runtime runs on several threads, and namespaces,
+// no_new_privs and capabilities belong to each thread: so every thread
+// gets no_new_privs, joins the namespaces this one entered after clone
+// and is reduced to the container's capabilities (caps.ApplyAllThreads).
+// That takes syscall.AllThreadsSyscall, which fails with ENOTSUP in a
+// binary using cgo, before anything changed: the caller then executes the
+// init. Otherwise becomeInit runs the init, forking the command from this
+// locked thread, and exits with the command's status; it returns only on
+// failure.
+func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error {
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
+		if errno == unix.ENOTSUP {
+			return errno
+		}
+		return fmt.Errorf("setting no_new_privs: %w", errno)
+	}
+	if err := joinThreadNamespaces(p.threadNS); err != nil {
+		return err
+	}
+	unix.Close(p.initExe)
+	if err := closeInherited(); err != nil {
+		return err
+	}
+	// Open to report the start of the command, which does not inherit it.
+	unix.CloseOnExec(syncFD)
+	if cfg.Tty {
+		// A new session, so the console can become the controlling
+		// terminal of the command.
+		if _, err := unix.Setsid(); err != nil {
+			return fmt.Errorf("starting a session: %w", err)
+		}
+	}
+	unix.Umask(0o022)
+	if !cfg.Privileged {
+		if err := caps.ApplyAllThreads(cfg.Caps); err != nil {
+			return err
+		}
+	}
+	// The init is nsnet's host binary: with the process non-dumpable,
+	// /proc/1/exe cannot be opened from inside (CAP_SYS_PTRACE would be
+	// needed), so the binary cannot be rewritten from there
+	// (CVE-2019-5736).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("making the init non-dumpable: %w", err)
+	}
+	// ps shows the init by this name; a failure is only cosmetic.
+	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
+	cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
+	code := initproc.Run(cmd, func(err error) {
+		if err != nil {
+			_ = ch.send(message{Type: msgError, Error: err.Error()})
+		}
+		syncFile.Close()
+	})
+	os.Exit(code)
+	return nil
+}
+
+// joinThreadNamespaces moves every thread into the namespaces the
+// calling thread entered alone.
+func joinThreadNamespaces(namespaces []threadNS) error {
+	for _, ns := range namespaces {
+		own := "/proc/thread-self/ns/" + ns.name
+		fd, err := unix.Open(own, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", own, err)
+		}
+		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_SETNS, uintptr(fd), uintptr(ns.flag), 0)
+		unix.Close(fd)
+		if errno != 0 {
+			return fmt.Errorf("moving every thread into the %s namespace: %w", ns.name, errno)
+		}
+	}
+	return nil
+}
+
 // setupConsole makes the container's terminal: a pty from the container's
 // own devpts instance (so it shows up in its /dev/pts), the slave bound at
 // /dev/console and made stdin, stdout and stderr, the master sent to the
@@ -182,6 +280,29 @@ func setupConsole() error {
 	for fd := 0; fd <= 2; fd++ {
 		if err := unix.Dup3(slave, fd, 0); err != nil {
 			return fmt.Errorf("attaching the console: %w", err)
+		}
+	}
+	return nil
+}
+
+// closeInherited closes the descriptors the setup child got through its
+// execve but stdio and the channel: nothing of the host, such as a
+// directory that could serve as a way out (CVE-2024-21626), stays with
+// the init. They are the ones without close-on-exec, which Go sets on
+// every descriptor it opens, its runtime's own included.
+func closeInherited() error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("listing descriptors: %w", err)
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 || fd == syncFD {
+			continue
+		}
+		// An error means the descriptor was ReadDir's own, closed since.
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
 		}
 	}
 	return nil

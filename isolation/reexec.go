@@ -11,8 +11,11 @@ import (
 
 // The argv[0] values Start gives the copies of the binary it runs. Start
 // always executes /proc/self/exe, so these names never come from a path.
+// The setup child bears the init's name because it becomes the
+// container's init (see becomeInit), and ps inside shows PID 1 so; it
+// gets no arguments, unlike an init it executes.
 const (
-	setupArg0 = "nsnet-setup"
+	setupArg0 = initArg0
 	initArg0  = "nsnet-init"
 )
 
@@ -27,12 +30,15 @@ const ExitSetupFailed = 125
 // Reexec must be the first thing main (and a test binary's TestMain) does.
 // In a process Start or Exec created as a container's setup child, init or
 // exec child it performs that role and never returns; anywhere else it
-// returns at once.
+// returns at once. Such a process already takes its role while this
+// package is initialized (see init), so there the call is only a
+// safeguard.
 func Reexec() {
 	switch os.Args[0] {
-	case setupArg0:
-		runSetup()
 	case initArg0:
+		if len(os.Args) == 1 {
+			runSetup()
+		}
 		runInit()
 	case execJoinArg0:
 		runExecJoin()
@@ -41,10 +47,20 @@ func Reexec() {
 	}
 }
 
-// runInit is the built-in init: argv is [nsnet-init PATH -- ARGV...]. It
-// reports the outcome of starting the command on the sync channel, which
-// it closes so the command does not inherit it. A terminal on stdin is the
-// container's console (Spec.Tty), handed on to the command.
+// init takes the role of a re-executed copy before main: Go initializes a
+// package once its imports are, in import path order, so packages outside
+// this one's dependencies (libcni with OpenTelemetry and net/http,
+// netlink, nftables, cgroup drivers, cobra) are not initialized yet. A
+// setup child or exec go-between uses nothing but these dependencies and
+// skips about a millisecond of initialization.
+func init() { Reexec() }
+
+// runInit is the built-in init as a setup child executes it when it cannot
+// become the init itself (in a binary using cgo): argv is
+// [nsnet-init PATH -- ARGV...]. It reports the outcome of starting the
+// command on the sync channel, which it closes so the command does not
+// inherit it. A terminal on stdin is the container's console (Spec.Tty),
+// handed on to the command.
 func runInit() {
 	if len(os.Args) < 4 || os.Args[2] != "--" {
 		fmt.Fprintf(os.Stderr, "%s: usage: %s PATH -- ARGV...\n", initArg0, initArg0)

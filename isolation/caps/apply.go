@@ -3,6 +3,8 @@ package caps
 import (
 	"errors"
 	"fmt"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,9 +34,16 @@ func LastCap() (int, error) {
 // gain capabilities from files with inheritable file capabilities
 // (CVE-2022-24769).
 func Apply(s Set) error {
+	_, err := apply(s)
+	return err
+}
+
+// apply is Apply returning s as applied: without the capabilities the
+// kernel does not know.
+func apply(s Set) (Set, error) {
 	last, err := LastCap()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s &= Set(1<<(last+1) - 1)
 	// The bounding set goes first: dropping needs CAP_SETPCAP, which capset
@@ -44,12 +53,50 @@ func Apply(s Set) error {
 			continue
 		}
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-			return fmt.Errorf("dropping %s from the bounding set: %w", Of(c).Names()[0], err)
+			return 0, fmt.Errorf("dropping %s from the bounding set: %w", Of(c).Names()[0], err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("clearing the ambient set: %w", err)
+		return 0, fmt.Errorf("clearing the ambient set: %w", err)
 	}
+	hdr, data := capsetArgs(s)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("setting capabilities %s: %w", s, err)
+	}
+	return s, nil
+}
+
+// ApplyAllThreads is Apply for a process that goes on running Go code
+// instead of executing: after Apply on the calling thread, every other
+// thread of the Go runtime gets the same permitted, effective and (empty)
+// inheritable and ambient sets, so no thread keeps a capability the
+// caller gave up. Their bounding sets stay as they were, as dropping them
+// takes one stop-the-world per capability: with permitted reduced and
+// no_new_privs set on every thread (the caller's job, before), no thread
+// can gain a capability back, so the bounding set caps nothing more. A
+// process that forks must do so from the calling thread, whose bounding
+// set its children inherit.
+//
+// In a binary that uses cgo it fails with ENOTSUP, having changed the
+// calling thread only.
+func ApplyAllThreads(s Set) error {
+	s, err := apply(s)
+	if err != nil {
+		return err
+	}
+	// The ambient sets empty themselves: the kernel keeps ambient a
+	// subset of inheritable.
+	hdr, data := capsetArgs(s)
+	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	if errno != 0 {
+		return fmt.Errorf("setting capabilities %s on every thread: %w", s, errno)
+	}
+	return nil
+}
+
+// capsetArgs are the capset arguments making s the permitted and
+// effective sets and emptying the inheritable set.
+func capsetArgs(s Set) (unix.CapUserHeader, [2]unix.CapUserData) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	for i := range data {
@@ -57,8 +104,5 @@ func Apply(s Set) error {
 		data[i].Effective = word
 		data[i].Permitted = word
 	}
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("setting capabilities %s: %w", s, err)
-	}
-	return nil
+	return hdr, data
 }

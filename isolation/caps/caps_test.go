@@ -6,13 +6,18 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("NSNET_CAPS_TEST_APPLY") != "" {
+	switch os.Getenv("NSNET_CAPS_TEST_APPLY") {
+	case "":
+	case "all":
+		os.Exit(applyAllAndReport())
+	default:
 		os.Exit(applyAndReport())
 	}
 	os.Exit(m.Run())
@@ -32,6 +37,42 @@ func applyAndReport() int {
 		return 1
 	}
 	os.Stdout.Write(b)
+	return 0
+}
+
+// applyAllAndReport runs in a re-executed test binary: it applies a set
+// to every thread, with more threads than the runtime's own held by
+// goroutines that lock them, and prints the status of each thread.
+func applyAllAndReport() int {
+	runtime.LockOSThread()
+	var started sync.WaitGroup
+	hold := make(chan struct{})
+	for i := 0; i < 3; i++ {
+		started.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			started.Done()
+			<-hold
+		}()
+	}
+	started.Wait()
+	if err := ApplyAllThreads(Default | Of(unix.CAP_NET_ADMIN)); err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 1
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 1
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			return 1
+		}
+		os.Stdout.Write(append(b, '\n'))
+	}
 	return 0
 }
 
@@ -135,6 +176,40 @@ func TestApply(t *testing.T) {
 	for k, v := range map[string]string{"CapEff": want, "CapPrm": want, "CapBnd": want, "CapInh": "0000000000000000", "CapAmb": "0000000000000000"} {
 		if fields[k] != v {
 			t.Errorf("%s = %s, want %s", k, fields[k], v)
+		}
+	}
+}
+
+func TestApplyAllThreads(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dropping from the bounding set needs CAP_SETPCAP (root)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "NSNET_CAPS_TEST_APPLY=all")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	want := (Default | Of(unix.CAP_NET_ADMIN)).String()
+	threads := strings.Split(strings.TrimSpace(string(out)), "\n\n")
+	if len(threads) < 4 {
+		t.Fatalf("helper reported %d threads, want at least 4:\n%s", len(threads), out)
+	}
+	for _, status := range threads {
+		fields := map[string]string{}
+		for _, line := range strings.Split(status, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
+		}
+		for k, v := range map[string]string{"CapEff": want, "CapPrm": want, "CapInh": "0000000000000000", "CapAmb": "0000000000000000"} {
+			if fields[k] != v {
+				t.Errorf("thread %s: %s = %s, want %s", fields["Pid"], k, fields[k], v)
+			}
 		}
 	}
 }

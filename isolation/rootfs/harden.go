@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,7 +56,7 @@ func Harden(cfg Config) error {
 			}
 		}
 		for _, pattern := range MaskedPaths {
-			paths, err := filepath.Glob(pattern)
+			paths, err := glob(pattern)
 			if err != nil {
 				return fmt.Errorf("masked path pattern %q: %w", pattern, err)
 			}
@@ -75,6 +76,34 @@ func Harden(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// glob is filepath.Glob for patterns whose last element is a literal, like
+// /sys/devices/system/cpu/cpu*/thermal_throttle: it looks that element up
+// in each directory matched instead of listing the directory, which on a
+// host with many CPUs saves hundreds of system calls per container.
+func glob(pattern string) ([]string, error) {
+	dir, file := filepath.Split(pattern)
+	if hasMeta(file) || !hasMeta(dir) {
+		return filepath.Glob(pattern)
+	}
+	dirs, err := filepath.Glob(filepath.Clean(dir))
+	if err != nil {
+		return nil, err
+	}
+	var matches []string
+	for _, d := range dirs {
+		p := filepath.Join(d, file)
+		if _, err := os.Lstat(p); err == nil {
+			matches = append(matches, p)
+		}
+	}
+	return matches, nil
+}
+
+// hasMeta reports whether path holds a filepath.Match metacharacter.
+func hasMeta(path string) bool {
+	return strings.ContainsAny(path, `*?[\`)
 }
 
 func readonly(p string) error {

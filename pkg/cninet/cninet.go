@@ -202,7 +202,7 @@ func Attach(ctx context.Context, n *Network, containerID, netnsPath, ifName stri
 	if cached != nil {
 		return nil, fmt.Errorf("%s: already attached (delete it first)", what)
 	}
-	raw, err := n.cni.AddNetworkList(ctx, n.List, rt)
+	raw, err := n.addList(ctx, n.List, rt)
 	if err == nil {
 		var res *types100.Result
 		if res, err = types100.NewResultFromResult(raw); err == nil {
@@ -222,13 +222,13 @@ func Attach(ctx context.Context, n *Network, containerID, netnsPath, ifName stri
 // plugins' work in place; a second DEL without them lets those plugins
 // clean up from their own records.
 func cleanup(ctx context.Context, n *Network, rt *libcni.RuntimeConf) error {
-	err := n.cni.DelNetworkList(ctx, n.List, rt)
+	err := n.delList(ctx, n.List, rt)
 	if err == nil || len(rt.CapabilityArgs) == 0 {
 		return err
 	}
 	bare := *rt
 	bare.CapabilityArgs = nil
-	if err2 := n.cni.DelNetworkList(ctx, n.List, &bare); err2 != nil {
+	if err2 := n.delList(ctx, n.List, &bare); err2 != nil {
 		return errors.Join(err, fmt.Errorf("without capability args: %w", err2))
 	}
 	return nil
@@ -265,7 +265,7 @@ func Check(ctx context.Context, n *Network, containerID, netnsPath, ifName strin
 	if !ok {
 		return fmt.Errorf("%s: not attached (no cached result in %s)", what, n.CacheDir)
 	}
-	if err := n.cni.CheckNetworkList(ctx, list, rt); err != nil {
+	if err := n.checkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
@@ -285,7 +285,7 @@ func Detach(ctx context.Context, n *Network, containerID, netnsPath, ifName stri
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
+	if err := n.delList(ctx, list, rt); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

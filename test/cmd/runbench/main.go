@@ -6,9 +6,10 @@
 // tool and the ratios nsnet/runc, nsnet/crun and nsnet/bwrap against the targets of issue 4.
 //
 // The measurements run in a private mount namespace (the program re-executes itself there),
-// so nothing any tool mounts can outlive the run. runc puts its containers in a cgroup
-// below this process's own one in every hierarchy and removes it on delete; crun runs with
-// --cgroup-manager=disabled and bwrap creates no cgroup. Run as root: `make bench`, or
+// so nothing any tool mounts can outlive the run; the rootfs and every tool's state are on a
+// tmpfs there, as the tools keep their state on one by default. runc puts its containers in a
+// cgroup below this process's own one in every hierarchy and removes it on delete; crun runs
+// with --cgroup-manager=disabled and bwrap creates no cgroup. Run as root: `make bench`, or
 // `go run ./test/cmd/runbench -bin bin -n 30 [-json]`.
 package main
 
@@ -137,10 +138,10 @@ func setupTools(opts *options, deferCleanup func(func() error)) ([]*tool, []skip
 		return nil, nil, nil, fmt.Errorf("creating temp dir: %w", err)
 	}
 	deferCleanup(func() error { return os.RemoveAll(tmp) })
-	// Not 0700: the rootfs must be reachable the way a real one is.
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := mountTmpfs(tmp); err != nil {
 		return nil, nil, nil, err
 	}
+	deferCleanup(func() error { return syscall.Unmount(tmp, syscall.MNT_DETACH) })
 
 	binDir := opts.binDir
 	if binDir == "" {
@@ -206,4 +207,21 @@ func (e *skipError) Error() string { return e.tool + ": " + e.reason }
 type skip struct {
 	Tool   string `json:"tool"`
 	Reason string `json:"reason"`
+}
+
+// mountTmpfs puts a tmpfs on the temp dir in this private mount namespace.
+// Every tool keeps its state there, and the rootfs, as they do by default
+// on a tmpfs (/run/nsnet, /run/cni/nsnet, /run/runc, /run/crun): on a disk
+// the timings would include its journal and the fsyncs some tools make.
+// The mode is not 0700: the rootfs must be reachable the way a real one
+// is.
+func mountTmpfs(dir string) error {
+	mnt, ok := mountPointOf(dir)
+	if !ok || !isPrivateMount(mnt) {
+		return fmt.Errorf("refusing to mount on %s: its mount %s is not private in this mount namespace", dir, mnt)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "mode=755"); err != nil {
+		return fmt.Errorf("mounting a tmpfs on %s: %w", dir, err)
+	}
+	return nil
 }
