@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -76,6 +78,9 @@ type threadNS struct {
 // loopback, the root filesystem and sysctls.
 func setup(cfg childConfig) (prepared, error) {
 	p := prepared{initExe: -1}
+	if err := enterCgroups(cfg.CgroupTasks); err != nil {
+		return p, err
+	}
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return p, fmt.Errorf("creating the cgroup namespace: %w", err)
 	}
@@ -382,6 +387,33 @@ func executable(p string) error {
 	}
 	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return fmt.Errorf("%s: permission denied", p)
+	}
+	return nil
+}
+
+// enterCgroups moves every thread of the setup child into the cgroups
+// whose v1 "tasks" files are given, each thread writing "0" itself: a
+// thread that moves itself spares the kernel the global lock (and its RCU
+// grace period) of moving a whole process. A binary built with cgo has no
+// syscall.AllThreadsSyscall; it moves the process at that price.
+func enterCgroups(tasks []string) error {
+	zero := []byte("0")
+	for _, file := range tasks {
+		fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("entering cgroup %s: %w", filepath.Dir(file), err)
+		}
+		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&zero[0])), 1)
+		if errno == unix.ENOTSUP {
+			procs := filepath.Join(filepath.Dir(file), "cgroup.procs")
+			err = os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0)
+		} else if errno != 0 {
+			err = errno
+		}
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("entering cgroup %s: %w", filepath.Dir(file), err)
+		}
 	}
 	return nil
 }

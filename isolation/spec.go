@@ -161,6 +161,8 @@ type childConfig struct {
 	Privileged bool
 	Init       bool
 	Sysctls    map[string]string
+	// CgroupTasks are the v1 "tasks" files of Options.CgroupTasks.
+	CgroupTasks []string
 }
 
 // resolve validates s and turns it into the child's configuration.

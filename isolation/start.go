@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -38,6 +40,13 @@ type Options struct {
 	// namespace is created after Place, so the container sees that
 	// cgroup as its root. An error stops the start.
 	Place func(pid int) error
+	// CgroupDir (cgroup v2) is a cgroup the container's PID 1 is cloned
+	// into; CgroupTasks (v1) are "tasks" files every thread of it writes
+	// itself into before it does anything else. Either way it never has to
+	// be moved, which costs the kernel an RCU grace period. Use one of
+	// them or Place.
+	CgroupDir   string
+	CgroupTasks []string
 }
 
 // Process is a started container.
@@ -67,6 +76,12 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	cfg, err := spec.resolve()
 	if err != nil {
 		return nil, err
+	}
+	cfg.CgroupTasks = opts.CgroupTasks
+	if spec.UserNS && len(opts.CgroupTasks) > 0 {
+		// Root of a new user namespace may not write the host's cgroup
+		// files: the parent moves the child instead.
+		cfg.CgroupTasks, opts.Place = nil, placeInV1(opts.CgroupTasks, opts.Place)
 	}
 	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
@@ -110,6 +125,14 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		Stderr:      opts.Stderr,
 		ExtraFiles:  extra,
 		SysProcAttr: sysProcAttr(spec, cfg.Net),
+	}
+	if opts.CgroupDir != "" {
+		dir, err := os.Open(opts.CgroupDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: opening the container's cgroup: %w", ErrSetup, err)
+		}
+		defer dir.Close()
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%w: starting the setup child: %w", ErrSetup, err)
@@ -279,4 +302,21 @@ func (p *Process) Wait() (code int, err error) {
 		}
 	})
 	return p.code, p.waitErr
+}
+
+// placeInV1 returns a Place that moves a process into the cgroups of the
+// v1 "tasks" files, then runs next (when set).
+func placeInV1(tasks []string, next func(int) error) func(int) error {
+	return func(pid int) error {
+		for _, t := range tasks {
+			procs := filepath.Join(filepath.Dir(t), "cgroup.procs")
+			if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0); err != nil {
+				return fmt.Errorf("moving %d into %s: %w", pid, filepath.Dir(t), err)
+			}
+		}
+		if next != nil {
+			return next(pid)
+		}
+		return nil
+	}
 }

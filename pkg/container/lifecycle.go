@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/isolation"
+	"github.com/nsnet/nsnet/isolation/cgroups"
 )
 
 // logFile holds the output of a detached container.
@@ -122,7 +123,10 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cg != nil {
+	if e, ok := cg.(cgroups.Entrant); ok {
+		entry := e.Entry()
+		opts.CgroupDir, opts.CgroupTasks = entry.Dir, entry.Tasks
+	} else if cg != nil {
 		opts.Place = cg.Apply
 	}
 	p, err := isolation.Start(spec, opts)

@@ -1,0 +1,37 @@
+package cgroups
+
+import "path/filepath"
+
+// Entry says how a new process can start inside a container's cgroup
+// rather than be moved there by Apply. Moving a whole process makes the
+// kernel take a global lock whose write side waits for an RCU grace period
+// (~10 ms); a process cloned into a v2 cgroup, or a thread that moves
+// itself in v1, does not.
+type Entry struct {
+	// Dir is the v2 cgroup to clone the process into (CLONE_INTO_CGROUP).
+	Dir string
+	// Tasks are v1 "tasks" files: each thread of the process writes "0"
+	// into every one, moving itself.
+	Tasks []string
+}
+
+// Entrant is implemented by the drivers whose cgroup a process can enter
+// that way, once Create has made it. The systemd driver is not one: the
+// scope is started around the process's PID.
+type Entrant interface {
+	Entry() Entry
+}
+
+func (m *v2Manager) Entry() Entry { return Entry{Dir: m.leaf} }
+
+func (m *v1Manager) Entry() Entry {
+	var e Entry
+	leaves := m.leaves
+	if m.devLeaf != "" && exists(m.devLeaf, "") {
+		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
+	}
+	for _, l := range leaves {
+		e.Tasks = append(e.Tasks, filepath.Join(l, "tasks"))
+	}
+	return e
+}
