@@ -38,6 +38,7 @@ type options struct {
 	binDir  string
 	verbose bool
 	net     bool
+	limits  bool
 }
 
 func parseFlags() (*options, error) {
@@ -48,7 +49,12 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.verbose, "v", false, "report progress on stderr")
 	flag.BoolVar(&o.net, "net", false, "instead: nsnet run --net bridge-lite -p 8080:80 against runc run + cnitool add/del "+
 		"of the reference bridge, host-local and portmap, in a sandbox host netns")
+	flag.BoolVar(&o.limits, "limits", false, "instead: nsnet run and runc run with the same cgroup limits "+
+		"(memory 64 MiB, 1 CPU, 100 pids)")
 	flag.Parse()
+	if o.net && o.limits {
+		return nil, errors.New("-net and -limits are separate comparisons")
+	}
 	if o.n < 1 {
 		return nil, errors.New("-n must be at least 1")
 	}
@@ -105,6 +111,9 @@ func run() (code int) {
 	}
 	r.Skipped = skipped
 	r.Title = "run /bin/true in a busybox-static rootfs: nsnet run vs runc run, crun run, bwrap"
+	if opts.limits {
+		r.Title = "run /bin/true in a busybox-static rootfs with --memory 64m --cpus 1 --pids-limit 100: nsnet run vs runc run (same limits)"
+	}
 	if opts.net {
 		r.Title = "run /bin/true with a published port: nsnet run --net bridge-lite -p 8080:80 vs " +
 			"cnitool add (bridge+host-local+portmap) + runc run + cnitool del, in a sandbox host netns"
@@ -172,15 +181,22 @@ func setupTools(opts *options, deferCleanup func(func() error)) ([]*tool, []skip
 	if opts.net {
 		return setupNet(tmp, nsnetBin, rootfs, deferCleanup)
 	}
-	nsnet, err := newNsnetTool(nsnetBin, rootfs, filepath.Join(tmp, "nsnet-state"))
+	var nsnetFlags []string
+	var runcResources map[string]any
+	others := []func(rootfs, dir string) (*tool, error){newCrunTool, newBwrapTool}
+	if opts.limits {
+		// crun runs without a cgroup manager here and bwrap has none.
+		nsnetFlags, runcResources, others = limitFlags, limitResources, nil
+	}
+	nsnet, err := newNsnetTool(nsnetBin, rootfs, filepath.Join(tmp, "nsnet-state"), nsnetFlags...)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	deferCleanup(nsnet.cleanup)
 	tools := []*tool{nsnet}
 	var skipped []skip
-	runc := func(rootfs, dir string) (*tool, error) { return newRuncTool(rootfs, dir, "") }
-	for _, mk := range []func(rootfs, dir string) (*tool, error){runc, newCrunTool, newBwrapTool} {
+	runc := func(rootfs, dir string) (*tool, error) { return newRuncTool(rootfs, dir, "", runcResources) }
+	for _, mk := range append([]func(rootfs, dir string) (*tool, error){runc}, others...) {
 		t, err := mk(rootfs, tmp)
 		var s *skipError
 		if errors.As(err, &s) {

@@ -56,7 +56,7 @@ func setupNet(tmp, nsnetBin, rootfs string, deferCleanup func(func() error)) (
 		}
 		deferCleanup(nsnet.cleanup)
 		tools = append(tools, nsnet)
-		runc, err := newRuncTool(rootfs, tmp, ctr.Path())
+		runc, err := newRuncTool(rootfs, tmp, ctr.Path(), nil)
 		var s *skipError
 		if errors.As(err, &s) {
 			skipped = append(skipped, skip{Tool: s.tool, Reason: s.reason})

@@ -69,12 +69,22 @@ func (t *tool) run(ctx context.Context, id string) (time.Duration, error) {
 	return d, nil
 }
 
-func newNsnetTool(bin, rootfs, state string) (*tool, error) {
+func newNsnetTool(bin, rootfs, state string, flags ...string) (*tool, error) {
 	if err := os.Mkdir(state, 0o711); err != nil {
 		return nil, err
 	}
-	return nsnetRunTool(bin, state, "--net", "none", "--rootfs", rootfs)
+	return nsnetRunTool(bin, state, append([]string{"--net", "none", "--rootfs", rootfs}, flags...)...)
 }
+
+// The limits of -limits, for nsnet's flags and runc's linux.resources alike.
+var (
+	limitFlags     = []string{"--memory", "64m", "--cpus", "1", "--pids-limit", "100"}
+	limitResources = map[string]any{
+		"memory": map[string]any{"limit": 64 << 20},
+		"cpu":    map[string]any{"quota": 100000, "period": 100000},
+		"pids":   map[string]any{"limit": 100},
+	}
+)
 
 // nsnetRunTool times `nsnet run --rm FLAGS -- /bin/true` with its state in
 // state, which must be empty again after every run, and makes one warm-up
@@ -109,8 +119,9 @@ func nsnetRunTool(bin, state string, flags ...string) (*tool, error) {
 // newRuncTool runs runc with a temp --root, its bundle's cgroupsPath relative: runc then
 // places the container below its own (this process's) cgroup in every hierarchy. A
 // first run prints the container's /proc/self/cgroup to prove it before any timed run.
-// With netns set the container joins that network namespace instead of making one.
-func newRuncTool(rootfs, dir, netns string) (*tool, error) {
+// With netns set the container joins that network namespace instead of making one;
+// resources become the bundle's linux.resources (limits).
+func newRuncTool(rootfs, dir, netns string, resources map[string]any) (*tool, error) {
 	bin, err := exec.LookPath("runc")
 	if err != nil {
 		return nil, &skipError{"runc", "not installed (make bench-deps)"}
@@ -125,7 +136,7 @@ func newRuncTool(rootfs, dir, netns string) (*tool, error) {
 		return nil, &skipError{"runc", fmt.Sprintf("cannot locate the cgroup it would create: %v", err)}
 	}
 	bundle, state := filepath.Join(dir, "runc-bundle"), filepath.Join(dir, "runc-state")
-	if err := makeBundle(bin, bundle, rootfs, cgName, netns, []string{"/bin/cat", "/proc/self/cgroup"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, cgName, netns, resources, []string{"/bin/cat", "/proc/self/cgroup"}); err != nil {
 		return nil, err
 	}
 	t := &tool{
@@ -146,7 +157,7 @@ func newRuncTool(rootfs, dir, netns string) (*tool, error) {
 	if err := checkBelow(own, out); err != nil {
 		return nil, &skipError{"runc", fmt.Sprintf("container cgroup not below ours: %v", err)}
 	}
-	if err := makeBundle(bin, bundle, rootfs, cgName, netns, []string{"/bin/true"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, cgName, netns, resources, []string{"/bin/true"}); err != nil {
 		return nil, err
 	}
 	if _, err := t.run(context.Background(), "warmup"); err != nil {
@@ -163,7 +174,7 @@ func newCrunTool(rootfs, dir string) (*tool, error) {
 		return nil, &skipError{"crun", "not installed (make bench-deps)"}
 	}
 	bundle, state := filepath.Join(dir, "crun-bundle"), filepath.Join(dir, "crun-state")
-	if err := makeBundle(bin, bundle, rootfs, "", "", []string{"/bin/true"}); err != nil {
+	if err := makeBundle(bin, bundle, rootfs, "", "", nil, []string{"/bin/true"}); err != nil {
 		return nil, err
 	}
 	t := &tool{
@@ -203,9 +214,9 @@ func newBwrapTool(rootfs, _ string) (*tool, error) {
 }
 
 // makeBundle writes an OCI bundle from the runtime's default spec: the rootfs writable,
-// args without a terminal, the given cgroupsPath ("" leaves it unset) and the network
-// namespace at netns ("": a new one).
-func makeBundle(bin, bundle, rootfs, cgroupsPath, netns string, args []string) error {
+// args without a terminal, the given cgroupsPath ("" leaves it unset), the network
+// namespace at netns ("": a new one) and, when set, resources as linux.resources.
+func makeBundle(bin, bundle, rootfs, cgroupsPath, netns string, resources map[string]any, args []string) error {
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		return err
 	}
@@ -235,6 +246,9 @@ func makeBundle(bin, bundle, rootfs, cgroupsPath, netns string, args []string) e
 	delete(linux, "cgroupsPath")
 	if cgroupsPath != "" {
 		linux["cgroupsPath"] = cgroupsPath
+	}
+	if resources != nil {
+		linux["resources"] = resources
 	}
 	if netns != "" {
 		namespaces, _ := linux["namespaces"].([]any)
