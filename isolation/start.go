@@ -28,11 +28,13 @@ type Options struct {
 	// terminal); other values go through pipes.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
-	// Prestart, when set, runs once the container's namespaces and root
-	// filesystem exist and before its command starts, with the host PID of
-	// the container's PID 1: /proc/PID/ns/net is its network namespace.
-	// This is the OCI createRuntime point, where CNI ADD belongs. An error
-	// stops the container and is returned by Start.
+	// Prestart, when set, runs once the container's namespaces exist and
+	// before its command starts, with the host PID of the container's
+	// PID 1: /proc/PID/ns/net is its network namespace. This is the OCI
+	// createRuntime point, where CNI ADD belongs. It runs while the child
+	// builds the root filesystem, so it must not depend on that (files
+	// bound into the container are rewritten in place, not replaced). An
+	// error stops the container and is returned by Start.
 	Prestart func(pid int) error
 	// Place, when set, runs right after the container's PID 1 (or an exec
 	// go-between) is created and before it does anything: the place to
@@ -164,29 +166,48 @@ func (p *Process) setup(ch *channel, cfg childConfig, consoleEnd *os.File, opts 
 	if err := ch.send(message{Type: msgConfig, Config: &cfg}); err != nil {
 		return err
 	}
-	if _, err := ch.expect(msgReady); err != nil {
-		return err
-	}
-	if consoleEnd != nil {
-		// Sent before "ready", so it is waiting.
-		master, err := receiveConsole(consoleEnd)
-		if err != nil {
-			return err
-		}
-		if p.console, err = attachConsole(master, opts); err != nil {
-			master.Close()
-			return err
-		}
-	}
+	// The network namespace exists since the clone: CNI ADD overlaps the
+	// child's mounts. Start waits for it even when the child fails, so the
+	// caller knows whether there is an attachment to undo.
+	var prestart chan error
 	if opts.Prestart != nil {
-		if err := opts.Prestart(p.Pid); err != nil {
-			return fmt.Errorf("prestart: %w", err)
+		prestart = make(chan error, 1)
+		go func() { prestart <- opts.Prestart(p.Pid) }()
+	}
+	err := p.ready(ch, consoleEnd, opts)
+	if prestart != nil {
+		if perr := <-prestart; perr != nil && err == nil {
+			err = fmt.Errorf("prestart: %w", perr)
 		}
+	}
+	if err != nil {
+		return err
 	}
 	if err := ch.send(message{Type: msgStart}); err != nil {
 		return err
 	}
 	return ch.closed()
+}
+
+// ready waits for the setup child to report its root filesystem done and,
+// with a terminal, takes over the console it sent.
+func (p *Process) ready(ch *channel, consoleEnd *os.File, opts Options) error {
+	if _, err := ch.expect(msgReady); err != nil {
+		return err
+	}
+	if consoleEnd == nil {
+		return nil
+	}
+	// Sent before "ready", so it is waiting.
+	master, err := receiveConsole(consoleEnd)
+	if err != nil {
+		return err
+	}
+	if p.console, err = attachConsole(master, opts); err != nil {
+		master.Close()
+		return err
+	}
+	return nil
 }
 
 func sysProcAttr(spec Spec, net netMode) *syscall.SysProcAttr {
