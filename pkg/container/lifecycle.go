@@ -162,7 +162,12 @@ func etcFiles(dir string) map[string]string {
 // the DEL fails the attachment stays recorded, for rm to retry.
 func (s Store) Finish(st *State, code int) error {
 	st.noteOOM()
-	nerr := errors.Join(s.detachNetwork(st), s.destroyCgroup(st))
+	// Both wait on the kernel (RCU grace periods); they touch different
+	// fields of st.
+	cgDone := make(chan error, 1)
+	go func() { cgDone <- s.destroyCgroup(st) }()
+	nerr := s.detachNetwork(st)
+	nerr = errors.Join(nerr, <-cgDone)
 	if st.Config.AutoRemove && nerr == nil {
 		return s.remove(st.ID)
 	}
