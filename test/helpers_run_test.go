@@ -21,7 +21,7 @@ import (
 // nsnetEnv runs the built nsnet command against a temporary state root
 // and a busybox-static rootfs made for the test.
 type nsnetEnv struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	state  string // NSNET_ROOT
 	rootfs string
@@ -43,7 +43,7 @@ func (r runResult) String() string {
 
 // newNsnetEnv builds nsnet and a rootfs and registers the leftover
 // checks: no state, no nsnet process and no new mount may remain.
-func newNsnetEnv(t *testing.T) *nsnetEnv {
+func newNsnetEnv(t testing.TB) *nsnetEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create namespaces and mounts")
@@ -83,7 +83,7 @@ func newNsnetEnv(t *testing.T) *nsnetEnv {
 
 // sharedTempDir makes a temporary directory with the given mode, removed
 // at the end of the test.
-func sharedTempDir(t *testing.T, prefix string, mode os.FileMode) string {
+func sharedTempDir(t testing.TB, prefix string, mode os.FileMode) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
@@ -97,7 +97,7 @@ func sharedTempDir(t *testing.T, prefix string, mode os.FileMode) string {
 }
 
 // busyboxRootfs makes a busybox root in a directory every uid can reach.
-func busyboxRootfs(t *testing.T) string {
+func busyboxRootfs(t testing.TB) string {
 	t.Helper()
 	dir := sharedTempDir(t, "nsnet-run-rootfs-", 0o755)
 	if err := testrootfs.Busybox(dir); err != nil {
@@ -216,7 +216,7 @@ func (e *nsnetEnv) processes() []int {
 }
 
 // hostMountList is the test process's mount table (see testrootfs.HostMounts).
-func hostMountList(t *testing.T) []string {
+func hostMountList(t testing.TB) []string {
 	t.Helper()
 	m, err := testrootfs.HostMounts()
 	if err != nil {

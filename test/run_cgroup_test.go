@@ -52,7 +52,7 @@ type cgroupMount struct {
 	controllers []string
 }
 
-func cgroupMounts(t *testing.T) []cgroupMount {
+func cgroupMounts(t testing.TB) []cgroupMount {
 	t.Helper()
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -112,7 +112,7 @@ func (e *cgroupEnv) dirsNamed(name string) []string {
 
 // ownCgroup is the test process's cgroup in the hierarchy of controller
 // ("" for v2).
-func ownCgroup(t *testing.T, pid int, controller string) string {
+func ownCgroup(t testing.TB, pid int, controller string) string {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
@@ -135,7 +135,7 @@ func ownCgroup(t *testing.T, pid int, controller string) string {
 
 // hostDir is the directory, seen from the host, of the cgroup process pid
 // is in for controller ("" for cgroup v2).
-func hostDir(t *testing.T, pid int, controller string) string {
+func hostDir(t testing.TB, pid int, controller string) string {
 	t.Helper()
 	cg := ownCgroup(t, pid, controller)
 	for _, m := range cgroupMounts(t) {
@@ -172,7 +172,7 @@ func (e *cgroupEnv) controllerFile(pid int, controller, v1File, v2File string) s
 }
 
 // unifiedHost reports a pure cgroup v2 host.
-func unifiedHost(t *testing.T) bool {
+func unifiedHost(t testing.TB) bool {
 	for _, m := range cgroupMounts(t) {
 		if m.controllers != nil {
 			return false
@@ -181,7 +181,7 @@ func unifiedHost(t *testing.T) bool {
 	return true
 }
 
-func readTrim(t *testing.T, path string) string {
+func readTrim(t testing.TB, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -521,7 +521,7 @@ func TestCgroupDevices(t *testing.T) {
 
 // systemdHost reports systemd as PID 1 on a pure cgroup v2 host, where
 // nsnet's default cgroup manager is systemd.
-func systemdHost(t *testing.T) bool {
+func systemdHost(t testing.TB) bool {
 	comm, err := os.ReadFile("/proc/1/comm")
 	if err != nil || strings.TrimSpace(string(comm)) != "systemd" {
 		return false
@@ -626,5 +626,28 @@ func TestCgroupBlockDeviceDenied(t *testing.T) {
 	err = cmd.Wait()
 	if err == nil || !strings.Contains(out.String(), "Operation not permitted") {
 		t.Fatalf("opening %s from the container's cgroup: %v, %q; want EPERM", disk, err, out.String())
+	}
+}
+
+// BenchmarkRunCgroupManager times nsnet run --rm -- /bin/true with each
+// cgroup manager the host offers (systemd only where it is PID 1 on a v2
+// host: make vmtest's systemd VM), for the ratio between them.
+func BenchmarkRunCgroupManager(b *testing.B) {
+	e := newNsnetEnv(b)
+	managers := []string{"cgroupfs"}
+	if systemdHost(b) {
+		managers = append(managers, "systemd")
+	}
+	for _, m := range managers {
+		b.Run(m, func(b *testing.B) {
+			args := []string{"run", "--rm", "--rootfs", e.rootfs, "--cgroup-manager", m, "--", "/bin/true"}
+			e.mustSucceed(e.run(args...))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if r := e.run(args...); r.code != 0 {
+					b.Fatalf("nsnet run: %s", r)
+				}
+			}
+		})
 	}
 }
