@@ -6,9 +6,9 @@
 //
 // Go's runtime is multi-threaded, and unshare/setns on one of its threads
 // would leave the others behind, so the work is done by a re-executed copy
-// of the calling binary: Start clones it straight into the new namespaces,
-// it builds the container and execs the command (or the built-in init,
-// package initproc). That copy recognises itself in Reexec, which main must
+// of the calling binary: Start clones it straight into the new namespaces
+// (and, on cgroup v2, the container's cgroup), it builds the container and
+// execs the command or becomes the built-in init (package initproc). That copy recognises itself in Reexec, which main must
 // call first. The handshake between the two is drawn in sync.go.
 //
 // Subpackages: rootfs builds the root filesystem, caps computes and applies

@@ -14,21 +14,28 @@ import (
 // the child, in JSON messages:
 //
 //	parent (Start)                                setup child (PID 1 of the new namespaces)
-//	  | clone(CLONE_NEW*) + execve(/proc/self/exe)
+//	  | clone(CLONE_NEW*, v2: CLONE_INTO_CGROUP)
+//	  |   + execve(/proc/self/exe)
 //	  |   (with a user namespace, Go's fork code writes uid_map and gid_map
 //	  |    while the child waits on a pipe, before the execve: capabilities
 //	  |    survive it only for a mapped root)
+//	  | Place(pid), when the child cannot enter its cgroup itself
 //	  |---- config ----------------------------------->|
+//	  | Prestart(pid), e.g. CNI ADD in                 | v1: each thread writes itself into the
+//	  |   /proc/pid/ns/net, while the child works      |   cgroup's tasks files; unshare cgroup ns;
 //	  |                                                | setns/hostname/lo up, rootfs.Setup
 //	  |                                                | (pivot_root), console, sysctls,
 //	  |                                                | rootfs.Harden
 //	  |<== pty master (SCM_RIGHTS, fd 5; Spec.Tty) ====|
 //	  |<------------------------------------- ready ---|
-//	  | Prestart(pid): e.g. CNI ADD in /proc/pid/ns/net
+//	  | (waits for Prestart too)                       |
 //	  |---- start ------------------------------------>|
-//	  |                                                | fds CLOEXEC, no_new_privs, capabilities,
-//	  |                                                | execve(command)       or execve(nsnet-init)
-//	  |                                                |                         init: fork+exec command
+//	  |                                                | without init: fds CLOEXEC, no_new_privs,
+//	  |                                                |   capabilities, execve(command)
+//	  |                                                | with init: every thread gets no_new_privs,
+//	  |                                                |   the namespaces and capabilities; it
+//	  |                                                |   becomes the init (cgo builds: execve
+//	  |                                                |   nsnet-init) and forks+execs the command
 //	  |<------------- EOF (execve closed fd 3)       --|  or EOF (init closed fd 3 after the fork)
 //	  |<------------- error{"..."} (any step failed) --|  then exit 125 (setup) / 126, 127 (exec)
 //
