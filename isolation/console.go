@@ -1,6 +1,7 @@
 package isolation
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,21 +20,56 @@ type console struct {
 	stop    func() // stops following the window size, or nil
 }
 
-// receiveConsole takes the pty master the setup child sent on sock.
+// handover is the socket pair a child sends its pty master back on: child
+// goes to the child (as consoleFD), parent stays.
+type handover struct{ parent, child *os.File }
+
+func newHandover() (*handover, error) {
+	parent, child, err := socketPair("nsnet-console", "console")
+	if err != nil {
+		return nil, err
+	}
+	return &handover{parent: parent, child: child}, nil
+}
+
+// Close closes both ends; the child's end is closed once the child has it.
+func (h *handover) Close() {
+	h.parent.Close()
+	h.child.Close()
+}
+
+// attach receives the master and relays it to opts' stdio as p's console.
+func (h *handover) attach(p *Process, opts Options) error {
+	master, err := receiveConsole(h.parent)
+	if err != nil {
+		return err
+	}
+	if p.console, err = attachConsole(master, opts); err != nil {
+		master.Close()
+		return err
+	}
+	return nil
+}
+
+// errNoConsole: the child sent no pty master; it failed before, and says
+// why on its channel.
+var errNoConsole = errors.New("no console from the child")
+
+// receiveConsole takes the pty master the child sent on sock.
 func receiveConsole(sock *os.File) (*os.File, error) {
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("receiving the console: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNoConsole, err)
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("receiving the console: no descriptor (%v)", err)
+		return nil, fmt.Errorf("%w: no descriptor (%v)", errNoConsole, err)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("receiving the console: no descriptor (%v)", err)
+		return nil, fmt.Errorf("%w: no descriptor (%v)", errNoConsole, err)
 	}
 	return os.NewFile(uintptr(fds[0]), "console"), nil
 }

@@ -120,16 +120,13 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	args := []string{execJoinArg0, strconv.Itoa(pid)}
 	stdin, stdout := opts.Stdin, opts.Stdout
 	extra := []*os.File{childEnd, gateR}
-	var consoleEnd *os.File
+	var console *handover
 	if spec.Tty {
-		var consoleChild *os.File
-		consoleEnd, consoleChild, err = socketPair("nsnet-console", "console")
-		if err != nil {
+		if console, err = newHandover(); err != nil {
 			return nil, err
 		}
-		defer consoleEnd.Close()
-		defer consoleChild.Close()
-		extra = append(extra, consoleChild)
+		defer console.Close()
+		extra = append(extra, console.child)
 		args = append(args, execTtyArg)
 		stdin, stdout = nil, nil
 	}
@@ -160,13 +157,11 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	if err == nil {
 		err = ch.send(message{Type: msgConfig, Config: &cfg})
 	}
-	if err == nil && consoleEnd != nil {
+	if err == nil && console != nil {
 		// Sent just before the exec; when it does not come, the channel
 		// says why.
-		if master, cerr := receiveConsole(consoleEnd); cerr == nil {
-			if p.console, err = attachConsole(master, opts); err != nil {
-				master.Close()
-			}
+		if aerr := console.attach(p, opts); aerr != nil && !errors.Is(aerr, errNoConsole) {
+			err = aerr
 		}
 	}
 	if err == nil {

@@ -7,8 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -46,7 +44,8 @@ type Options struct {
 	// into; CgroupTasks (v1) are "tasks" files every thread of it writes
 	// itself into before it does anything else. Either way it never has to
 	// be moved, which costs the kernel an RCU grace period. Use one of
-	// them or Place.
+	// them or Place. Root of a new user namespace may not write the
+	// host's cgroup files, so CgroupTasks does not go with Spec.UserNS.
 	CgroupDir   string
 	CgroupTasks []string
 }
@@ -80,11 +79,6 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		return nil, err
 	}
 	cfg.CgroupTasks = opts.CgroupTasks
-	if spec.UserNS && len(opts.CgroupTasks) > 0 {
-		// Root of a new user namespace may not write the host's cgroup
-		// files: the parent moves the child instead.
-		cfg.CgroupTasks, opts.Place = nil, placeInV1(opts.CgroupTasks, opts.Place)
-	}
 	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
 		return nil, err
@@ -103,17 +97,14 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		defer f.Close()
 		extra[netnsFD-syncFD] = f
 	}
-	var consoleEnd *os.File
+	var console *handover
 	stdin, stdout := opts.Stdin, opts.Stdout
 	if cfg.Tty {
-		var consoleChild *os.File
-		consoleEnd, consoleChild, err = socketPair("nsnet-console", "console")
-		if err != nil {
+		if console, err = newHandover(); err != nil {
 			return nil, err
 		}
-		defer consoleEnd.Close()
-		defer consoleChild.Close()
-		extra[consoleFD-syncFD] = consoleChild
+		defer console.Close()
+		extra[consoleFD-syncFD] = console.child
 		// The command's stdio is the pty; the setup child keeps only
 		// stderr, for errors before the configuration arrives.
 		stdin, stdout = nil, nil
@@ -146,7 +137,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	}
 	childEnd.Close()
 	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	if err := p.setup(newChannel(parentEnd), cfg, consoleEnd, opts); err != nil {
+	if err := p.setup(newChannel(parentEnd), cfg, console, opts); err != nil {
 		_ = cmd.Process.Kill()
 		code, _ := p.Wait()
 		if errors.Is(err, errChildClosed) {
@@ -157,7 +148,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) setup(ch *channel, cfg childConfig, consoleEnd *os.File, opts Options) error {
+func (p *Process) setup(ch *channel, cfg childConfig, console *handover, opts Options) error {
 	if opts.Place != nil {
 		if err := opts.Place(p.Pid); err != nil {
 			return fmt.Errorf("placing the container in its cgroup: %w", err)
@@ -174,7 +165,7 @@ func (p *Process) setup(ch *channel, cfg childConfig, consoleEnd *os.File, opts 
 		prestart = make(chan error, 1)
 		go func() { prestart <- opts.Prestart(p.Pid) }()
 	}
-	err := p.ready(ch, consoleEnd, opts)
+	err := p.ready(ch, console, opts)
 	if prestart != nil {
 		if perr := <-prestart; perr != nil && err == nil {
 			err = fmt.Errorf("prestart: %w", perr)
@@ -190,24 +181,15 @@ func (p *Process) setup(ch *channel, cfg childConfig, consoleEnd *os.File, opts 
 }
 
 // ready waits for the setup child to report its root filesystem done and,
-// with a terminal, takes over the console it sent.
-func (p *Process) ready(ch *channel, consoleEnd *os.File, opts Options) error {
+// with a terminal, takes over the console it sent before.
+func (p *Process) ready(ch *channel, console *handover, opts Options) error {
 	if _, err := ch.expect(msgReady); err != nil {
 		return err
 	}
-	if consoleEnd == nil {
+	if console == nil {
 		return nil
 	}
-	// Sent before "ready", so it is waiting.
-	master, err := receiveConsole(consoleEnd)
-	if err != nil {
-		return err
-	}
-	if p.console, err = attachConsole(master, opts); err != nil {
-		master.Close()
-		return err
-	}
-	return nil
+	return console.attach(p, opts)
 }
 
 func sysProcAttr(spec Spec, net netMode) *syscall.SysProcAttr {
@@ -323,21 +305,4 @@ func (p *Process) Wait() (code int, err error) {
 		}
 	})
 	return p.code, p.waitErr
-}
-
-// placeInV1 returns a Place that moves a process into the cgroups of the
-// v1 "tasks" files, then runs next (when set).
-func placeInV1(tasks []string, next func(int) error) func(int) error {
-	return func(pid int) error {
-		for _, t := range tasks {
-			procs := filepath.Join(filepath.Dir(t), "cgroup.procs")
-			if err := os.WriteFile(procs, []byte(strconv.Itoa(pid)), 0); err != nil {
-				return fmt.Errorf("moving %d into %s: %w", pid, filepath.Dir(t), err)
-			}
-		}
-		if next != nil {
-			return next(pid)
-		}
-		return nil
-	}
 }

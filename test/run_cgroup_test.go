@@ -1,18 +1,21 @@
 package test
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nsnet/nsnet/isolation/cgroups"
 )
 
 // cgroupEnv is an nsnetEnv whose containers get their cgroups under a
@@ -25,10 +28,7 @@ type cgroupEnv struct {
 func newCgroupEnv(t *testing.T) *cgroupEnv {
 	t.Helper()
 	e := newNsnetEnv(t)
-	mounts := cgroupMounts(t)
-	if len(mounts) == 0 {
-		t.Skip("no cgroup hierarchy mounted")
-	}
+	hostLayout(t, os.Getpid())
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	ce := &cgroupEnv{nsnetEnv: e, parent: "nsnet-cgtest-" + hex.EncodeToString(b[:])}
@@ -45,59 +45,63 @@ func (e *cgroupEnv) runArgs(flags ...string) []string {
 	return append([]string{"--cgroup-parent", e.parent}, flags...)
 }
 
-// cgroupMount is one mounted hierarchy: its mount point, the cgroup it
-// shows there and its controllers ("" for v2).
-type cgroupMount struct {
-	dir, root   string
-	controllers []string
-}
-
-func cgroupMounts(t testing.TB) []cgroupMount {
+// hostLayout is the cgroup layout of this host with process pid's cgroup
+// in each hierarchy as Own, read by isolation/cgroups.Detect (tested on its
+// own against many mount tables).
+func hostLayout(t testing.TB, pid int) cgroups.Layout {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []cgroupMount
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		switch qf[0] {
-		case "cgroup2":
-			out = append(out, cgroupMount{dir: pf[4], root: pf[3]})
-		case "cgroup":
-			var ctrls []string
-			for _, o := range strings.Split(qf[2], ",") {
-				switch o {
-				case "rw", "ro", "relatime", "nosuid", "nodev", "noexec":
-				default:
-					ctrls = append(ctrls, o)
-				}
-			}
-			out = append(out, cgroupMount{dir: pf[4], root: pf[3], controllers: ctrls})
+	defer mi.Close()
+	cg, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	l, err := cgroups.Detect(mi, cg)
+	if errors.Is(err, cgroups.ErrNoCgroups) {
+		t.Skip("no cgroup hierarchy mounted")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// hierarchies are the hierarchies nsnet puts containers in: the v1
+// controllers' or the unified one.
+func hierarchies(l cgroups.Layout) []cgroups.Hierarchy {
+	if l.V2 != nil {
+		return []cgroups.Hierarchy{*l.V2}
+	}
+	return l.V1
+}
+
+// hierarchyOf is the hierarchy of controller ("" for cgroup v2) as process
+// pid sees it.
+func hierarchyOf(t testing.TB, pid int, controller string) cgroups.Hierarchy {
+	t.Helper()
+	for _, h := range hierarchies(hostLayout(t, pid)) {
+		if controller == "" && h.Controllers == nil || slices.Contains(h.Controllers, controller) {
+			return h
 		}
 	}
-	return out
+	t.Skipf("no hierarchy with controller %q mounted", controller)
+	return cgroups.Hierarchy{}
 }
 
 // dirsNamed finds directories called name in every hierarchy (three
 // levels deep at most: the parent sits below the caller's own cgroup).
 func (e *cgroupEnv) dirsNamed(name string) []string {
 	var out []string
-	for _, m := range cgroupMounts(e.t) {
-		_ = filepath.WalkDir(m.dir, func(p string, d os.DirEntry, err error) error {
+	for _, h := range hierarchies(hostLayout(e.t, os.Getpid())) {
+		_ = filepath.WalkDir(h.Mountpoint, func(p string, d os.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
 			}
-			if strings.Count(strings.TrimPrefix(p, m.dir), "/") > 4 {
+			if strings.Count(strings.TrimPrefix(p, h.Mountpoint), "/") > 4 {
 				return filepath.SkipDir
 			}
 			if d.Name() == name {
@@ -110,54 +114,23 @@ func (e *cgroupEnv) dirsNamed(name string) []string {
 	return out
 }
 
-// ownCgroup is the test process's cgroup in the hierarchy of controller
-// ("" for v2).
+// ownCgroup is process pid's cgroup in the hierarchy of controller ("" for
+// cgroup v2).
 func ownCgroup(t testing.TB, pid int, controller string) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		for _, c := range strings.Split(f[1], ",") {
-			if c == controller {
-				return f[2]
-			}
-		}
-	}
-	t.Fatalf("process %d has no cgroup for %q:\n%s", pid, controller, data)
-	return ""
+	return hierarchyOf(t, pid, controller).Own
 }
 
 // hostDir is the directory, seen from the host, of the cgroup process pid
 // is in for controller ("" for cgroup v2).
 func hostDir(t testing.TB, pid int, controller string) string {
 	t.Helper()
-	cg := ownCgroup(t, pid, controller)
-	for _, m := range cgroupMounts(t) {
-		if controller == "" && m.controllers == nil || controller != "" && containsStr(m.controllers, controller) {
-			rel, ok := strings.CutPrefix(cg, m.root)
-			if !ok {
-				continue
-			}
-			return filepath.Join(m.dir, rel)
-		}
+	h := hierarchyOf(t, pid, controller)
+	rel, ok := strings.CutPrefix(h.Own, h.Root)
+	if !ok {
+		t.Fatalf("cgroup %s of process %d is outside %s mounted at %s", h.Own, pid, h.Root, h.Mountpoint)
 	}
-	t.Skipf("no hierarchy with controller %q mounted", controller)
-	return ""
-}
-
-func containsStr(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return filepath.Join(h.Mountpoint, rel)
 }
 
 // controllerFile returns the host path of a control file of the running
@@ -173,12 +146,7 @@ func (e *cgroupEnv) controllerFile(pid int, controller, v1File, v2File string) s
 
 // unifiedHost reports a pure cgroup v2 host.
 func unifiedHost(t testing.TB) bool {
-	for _, m := range cgroupMounts(t) {
-		if m.controllers != nil {
-			return false
-		}
-	}
-	return true
+	return hostLayout(t, os.Getpid()).Mode == cgroups.ModeUnified
 }
 
 func readTrim(t testing.TB, path string) string {
@@ -375,23 +343,14 @@ func TestCgroupPlacement(t *testing.T) {
 	e := newCgroupEnv(t)
 	id := e.detach(e.runArgs("--", "sleep", "60")...)
 	pid := e.inspect(id).Pid
-	for _, m := range cgroupMounts(t) {
-		// v1 hierarchies of resource controllers; the v2 one on a
-		// unified host. Named hierarchies and a hybrid host's empty v2
-		// one carry no limits.
+	for _, h := range hierarchies(hostLayout(t, os.Getpid())) {
 		ctrl := ""
-		switch {
-		case m.controllers != nil && strings.HasPrefix(m.controllers[0], "name="):
-			continue
-		case m.controllers != nil:
-			ctrl = m.controllers[0]
-		case !unifiedHost(t):
-			continue
+		if h.Controllers != nil {
+			ctrl = h.Controllers[0]
 		}
-		own := ownCgroup(t, os.Getpid(), ctrl)
-		want := filepath.Join(own, e.parent, id)
+		want := filepath.Join(h.Own, e.parent, id)
 		if got := ownCgroup(t, pid, ctrl); got != want {
-			t.Errorf("hierarchy %s: container in %s, want %s", m.dir, got, want)
+			t.Errorf("hierarchy %s: container in %s, want %s", h.Mountpoint, got, want)
 		}
 	}
 	r := e.run("exec", id, "--", "cat", "/proc/self/cgroup")
@@ -473,10 +432,8 @@ func TestCgroupSysctls(t *testing.T) {
 
 // TestCgroupDevices: a process in the container's cgroup cannot open a
 // device outside the default allow-list; --device-cgroup-rule allows one.
-// Inside the container every writable mount is nodev, so the probe is a
-// host process moved into the container's cgroup (below the test's own),
-// opening the host's tun device: an unattached read answers EBADFD, which
-// tells "opened" from "refused".
+// The probe opens the host's tun device: an unattached read answers
+// EBADFD, which tells "opened" from "refused".
 func TestCgroupDevices(t *testing.T) {
 	e := newCgroupEnv(t)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
@@ -484,26 +441,9 @@ func TestCgroupDevices(t *testing.T) {
 	}
 	probe := func(flags ...string) string {
 		id := e.detach(e.runArgs(append(flags, "--", "sleep", "60")...)...)
-		procs := e.controllerFile(e.inspect(id).Pid, "devices", "cgroup.procs", "cgroup.procs")
-		cmd := exec.Command("sh", "-c", "read go; exec cat /dev/net/tun")
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out strings.Builder
-		cmd.Stderr = &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("moving the probe into %s: %v", procs, err)
-		}
-		fmt.Fprintln(in, "go")
-		_ = cmd.Wait()
+		out, _ := e.inCgroupOf(id, "cat /dev/net/tun")
 		e.mustSucceed(e.run("rm", "-f", id))
-		return out.String()
+		return out
 	}
 	if got := probe(); !strings.Contains(got, "Operation not permitted") {
 		t.Errorf("default allow-list: opening tun said %q, want EPERM", got)
@@ -526,7 +466,7 @@ func systemdHost(t testing.TB) bool {
 	if err != nil || strings.TrimSpace(string(comm)) != "systemd" {
 		return false
 	}
-	return len(cgroupMounts(t)) > 0 && unifiedHost(t)
+	return unifiedHost(t)
 }
 
 // TestSystemdRun: with the systemd manager the container runs in a
@@ -606,27 +546,38 @@ func TestCgroupBlockDeviceDenied(t *testing.T) {
 	disk := vmDisk(t)
 	e := newCgroupEnv(t)
 	id := e.detach(e.runArgs("--", "sleep", "60")...)
+	out, err := e.inCgroupOf(id, "head -c 1 "+disk)
+	if err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Fatalf("opening %s from the container's cgroup: %v, %q; want EPERM", disk, err, out)
+	}
+}
+
+// inCgroupOf runs the shell command on the host in the devices cgroup (v2:
+// the cgroup) of the running container id, and returns its output. Inside
+// the container every writable mount is nodev, so device access is probed
+// from a host process: it starts in the test's cgroup, is moved below it
+// into the container's, then execs the command.
+func (e *cgroupEnv) inCgroupOf(id, command string) (string, error) {
+	e.t.Helper()
 	procs := e.controllerFile(e.inspect(id).Pid, "devices", "cgroup.procs", "cgroup.procs")
-	cmd := exec.Command("sh", "-c", "read go; exec head -c 1 "+disk)
+	cmd := exec.Command("sh", "-c", "read go; exec "+command)
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	if err := os.WriteFile(procs, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		t.Fatal(err)
+		e.t.Fatalf("moving the probe into %s: %v", procs, err)
 	}
 	fmt.Fprintln(in, "go")
 	err = cmd.Wait()
-	if err == nil || !strings.Contains(out.String(), "Operation not permitted") {
-		t.Fatalf("opening %s from the container's cgroup: %v, %q; want EPERM", disk, err, out.String())
-	}
+	return out.String(), err
 }
 
 // BenchmarkRunCgroupManager times nsnet run --rm -- /bin/true with each

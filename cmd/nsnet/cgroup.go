@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nsnet/nsnet/isolation/cgroups"
+	"github.com/nsnet/nsnet/pkg/container"
 )
 
 // resourceFlags are the cgroup limit flags of run and update, as given.
@@ -153,30 +154,25 @@ func humanBytes(n uint64) string {
 }
 
 func pauseCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "pause ID...",
-		Short: "Freeze every process of running containers",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			for _, ref := range args {
-				if err := store().Pause(ref); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
+	return eachContainerCommand("pause ID...", "Freeze every process of running containers", container.Store.Pause)
 }
 
 func resumeCommand() *cobra.Command {
+	cmd := eachContainerCommand("resume ID...", "Thaw paused containers", container.Store.Resume)
+	cmd.Aliases = []string{"unpause"}
+	return cmd
+}
+
+// eachContainerCommand is a command that does do to every container named,
+// in the store --root names, stopping at the first error.
+func eachContainerCommand(use, short string, do func(s container.Store, ref string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:     "resume ID...",
-		Aliases: []string{"unpause"},
-		Short:   "Thaw paused containers",
-		Args:    cobra.MinimumNArgs(1),
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			for _, ref := range args {
-				if err := store().Resume(ref); err != nil {
+				if err := do(store(), ref); err != nil {
 					return err
 				}
 			}

@@ -206,18 +206,27 @@ func (s Store) destroyCgroup(st *State) error {
 	})
 }
 
-// Stats returns the counters of the running container ref.
-func (s Store) Stats(ref string) (*State, cgroups.Stats, error) {
+// runningCgroup loads the running container ref and its cgroup's driver.
+func (s Store) runningCgroup(ref string) (*State, cgroups.Manager, error) {
 	st, err := s.Load(ref)
 	if err != nil {
-		return nil, cgroups.Stats{}, err
+		return nil, nil, err
 	}
 	if !st.Running() {
-		return st, cgroups.Stats{}, fmt.Errorf("container %s is not running", st.ID)
+		return nil, nil, fmt.Errorf("container %s is not running", st.ID)
 	}
 	m, err := st.cgroupManager()
 	if err != nil {
-		return st, cgroups.Stats{}, err
+		return nil, nil, err
+	}
+	return st, m, nil
+}
+
+// Stats returns the counters of the running container ref.
+func (s Store) Stats(ref string) (*State, cgroups.Stats, error) {
+	st, m, err := s.runningCgroup(ref)
+	if err != nil {
+		return nil, cgroups.Stats{}, err
 	}
 	stats, err := m.Stats()
 	return st, stats, err
@@ -230,26 +239,18 @@ func (s Store) Pause(ref string) error { return s.setFrozen(ref, true) }
 func (s Store) Resume(ref string) error { return s.setFrozen(ref, false) }
 
 func (s Store) setFrozen(ref string, frozen bool) error {
-	st, err := s.Load(ref)
+	st, m, err := s.runningCgroup(ref)
 	if err != nil {
 		return err
 	}
-	if !st.Running() {
-		return fmt.Errorf("container %s is not running", st.ID)
-	}
-	if st.Paused == frozen {
-		if frozen {
-			return fmt.Errorf("container %s is already paused", st.ID)
-		}
+	switch {
+	case st.Paused == frozen && frozen:
+		return fmt.Errorf("container %s is already paused", st.ID)
+	case st.Paused == frozen:
 		return fmt.Errorf("container %s is not paused", st.ID)
-	}
-	m, err := st.cgroupManager()
-	if err != nil {
-		return err
-	}
-	if frozen {
+	case frozen:
 		err = m.Freeze()
-	} else {
+	default:
 		err = m.Thaw()
 	}
 	if err != nil {
@@ -262,14 +263,7 @@ func (s Store) setFrozen(ref string, frozen bool) error {
 // Update changes the limits of the running container ref: the fields of r
 // that are set replace the recorded ones.
 func (s Store) Update(ref string, r cgroups.Resources) error {
-	st, err := s.Load(ref)
-	if err != nil {
-		return err
-	}
-	if !st.Running() {
-		return fmt.Errorf("container %s is not running", st.ID)
-	}
-	m, err := st.cgroupManager()
+	st, m, err := s.runningCgroup(ref)
 	if err != nil {
 		return err
 	}

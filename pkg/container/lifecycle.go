@@ -123,11 +123,14 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e, ok := cg.(cgroups.Entrant); ok {
-		entry := e.Entry()
-		opts.CgroupDir, opts.CgroupTasks = entry.Dir, entry.Tasks
-	} else if cg != nil {
+	if cg != nil {
 		opts.Place = cg.Apply
+		if e, ok := cg.(cgroups.Entrant); ok {
+			// A user-namespaced child may not write v1 cgroup files itself.
+			if entry := e.Entry(); entry.Dir != "" || !st.Config.UserNS {
+				opts.Place, opts.CgroupDir, opts.CgroupTasks = nil, entry.Dir, entry.Tasks
+			}
+		}
 	}
 	p, err := isolation.Start(spec, opts)
 	if err != nil {
