@@ -2,17 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/test/harness"
 )
@@ -42,43 +37,11 @@ func crictlPath(t *testing.T) string {
 }
 
 func installCrictl() (string, error) {
-	dir := filepath.Join(harness.CacheRoot(), "crictl-"+crictlVersion)
-	bin, marker := filepath.Join(dir, "crictl"), filepath.Join(dir, ".complete")
-	if _, err := os.Stat(marker); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(harness.CacheRoot(), 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	dir, err := harness.GoInstall("crictl-"+crictlVersion, []string{crictlPackage + "@" + crictlVersion}, "GOFLAGS=-mod=mod")
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	if _, err := os.Stat(marker); err == nil {
-		return bin, nil
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	goBin := "go"
-	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	cmd := exec.Command(goBin, "install", crictlPackage+"@"+crictlVersion)
-	// Outside this module, so neither its go.mod nor a go.work decides what is built.
-	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOWORK=off", "GOFLAGS=-mod=mod")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install %s@%s: %w\n%s", crictlPackage, crictlVersion, err, out)
-	}
-	if err := os.WriteFile(marker, nil, 0o644); err != nil {
-		return "", err
-	}
-	return bin, nil
+	return filepath.Join(dir, "crictl"), nil
 }
 
 // criConfig is what crictl reads from /etc/crictl.yaml inside the sandbox.

@@ -207,12 +207,12 @@ func ReferencePluginsDir() (string, error) {
 	for i, p := range referencePluginPackages {
 		pkgs[i] = ReferencePluginsModule + "/plugins/" + p + "@" + ReferencePluginsVersion
 	}
-	return cachedInstall("plugins-"+ReferencePluginsVersion, pkgs)
+	return GoInstall("plugins-"+ReferencePluginsVersion, pkgs)
 }
 
 // CnitoolPath installs cnitool into the per-user cache unless it is already there.
 func CnitoolPath() (string, error) {
-	dir, err := cachedInstall("cnitool-"+CnitoolVersion, []string{CnitoolPackage + "@" + CnitoolVersion})
+	dir, err := GoInstall("cnitool-"+CnitoolVersion, []string{CnitoolPackage + "@" + CnitoolVersion})
 	if err != nil {
 		return "", err
 	}
@@ -228,10 +228,10 @@ func CacheRoot() string {
 	return filepath.Join(base, "nsnet-test")
 }
 
-// cachedInstall runs `go install pkgs` into CacheRoot()/name once; a marker file written last
-// tells a complete install from one interrupted midway, and a lock file serialises test
-// binaries that run at the same time.
-func cachedInstall(name string, pkgs []string) (string, error) {
+// GoInstall runs `go install pkgs` (with env added to the environment) into CacheRoot()/name
+// once and returns that directory; a marker file written last tells a complete install from
+// one interrupted midway, and a lock file serialises test binaries that run at the same time.
+func GoInstall(name string, pkgs []string, env ...string) (string, error) {
 	root := CacheRoot()
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return "", fmt.Errorf("creating cache dir: %w", err)
@@ -241,7 +241,7 @@ func cachedInstall(name string, pkgs []string) (string, error) {
 	if _, err := os.Stat(marker); err == nil {
 		return dir, nil
 	}
-	unlock, err := lockFile(dir + ".lock")
+	unlock, err := LockFile(dir + ".lock")
 	if err != nil {
 		return "", err
 	}
@@ -257,7 +257,7 @@ func cachedInstall(name string, pkgs []string) (string, error) {
 	}
 	// Run outside this module so its go.mod and any go.work cannot change what is installed.
 	cmd := goCommand(os.TempDir(), append([]string{"install"}, pkgs...)...)
-	cmd.Env = append(cmd.Env, "GOBIN="+dir, "GOWORK=off")
+	cmd.Env = append(append(cmd.Env, "GOBIN="+dir, "GOWORK=off"), env...)
 	if _, err := run(cmd); err != nil {
 		return "", err
 	}
@@ -267,7 +267,10 @@ func cachedInstall(name string, pkgs []string) (string, error) {
 	return dir, nil
 }
 
-func lockFile(path string) (func(), error) {
+// LockFile takes an exclusive flock on path (creating it) and returns the
+// function that releases it; cache builders use it to serialise test
+// binaries and tools that run at the same time.
+func LockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nsnet/nsnet/test/harness"
 )
 
 // SystemdImage is a minimal Debian root with systemd as init, built with
@@ -46,7 +48,7 @@ func (s SystemdImage) Ensure(cacheDir string, log io.Writer) (string, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("creating cache dir: %w", err)
 	}
-	unlock, err := lockFile(final + ".lock")
+	unlock, err := harness.LockFile(final + ".lock")
 	if err != nil {
 		return "", err
 	}
