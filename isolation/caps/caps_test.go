@@ -152,7 +152,11 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-func TestApply(t *testing.T) {
+// runApplyHelper runs this test binary as the helper selected by mode and
+// returns the capability status lines it printed: one block per thread,
+// separated by empty lines, parsed into fields.
+func runApplyHelper(t *testing.T, mode string) []map[string]string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("dropping from the bounding set needs CAP_SETPCAP (root)")
 	}
@@ -161,18 +165,27 @@ func TestApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "NSNET_CAPS_TEST_APPLY=1")
+	cmd.Env = append(os.Environ(), "NSNET_CAPS_TEST_APPLY="+mode)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
-	want := (Default | Of(unix.CAP_NET_ADMIN)).String()
-	fields := map[string]string{}
-	for _, line := range strings.Split(string(out), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			fields[k] = strings.TrimSpace(v)
+	var blocks []map[string]string
+	for _, status := range strings.Split(strings.TrimSpace(string(out)), "\n\n") {
+		fields := map[string]string{}
+		for _, line := range strings.Split(status, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
 		}
+		blocks = append(blocks, fields)
 	}
+	return blocks
+}
+
+func TestApply(t *testing.T) {
+	fields := runApplyHelper(t, "1")[0]
+	want := (Default | Of(unix.CAP_NET_ADMIN)).String()
 	for k, v := range map[string]string{"CapEff": want, "CapPrm": want, "CapBnd": want, "CapInh": "0000000000000000", "CapAmb": "0000000000000000"} {
 		if fields[k] != v {
 			t.Errorf("%s = %s, want %s", k, fields[k], v)
@@ -181,31 +194,12 @@ func TestApply(t *testing.T) {
 }
 
 func TestApplyAllThreads(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("dropping from the bounding set needs CAP_SETPCAP (root)")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "NSNET_CAPS_TEST_APPLY=all")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
+	threads := runApplyHelper(t, "all")
+	if len(threads) < 4 {
+		t.Fatalf("helper reported %d threads, want at least 4: %v", len(threads), threads)
 	}
 	want := (Default | Of(unix.CAP_NET_ADMIN)).String()
-	threads := strings.Split(strings.TrimSpace(string(out)), "\n\n")
-	if len(threads) < 4 {
-		t.Fatalf("helper reported %d threads, want at least 4:\n%s", len(threads), out)
-	}
-	for _, status := range threads {
-		fields := map[string]string{}
-		for _, line := range strings.Split(status, "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok {
-				fields[k] = strings.TrimSpace(v)
-			}
-		}
+	for _, fields := range threads {
 		for k, v := range map[string]string{"CapEff": want, "CapPrm": want, "CapInh": "0000000000000000", "CapAmb": "0000000000000000"} {
 			if fields[k] != v {
 				t.Errorf("thread %s: %s = %s, want %s", fields["Pid"], k, fields[k], v)
