@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -454,31 +453,14 @@ func TestNftConcurrentAddDel(t *testing.T) {
 		}
 		parallel := func(op func(Masquerader, MasqEntry) error) {
 			t.Helper()
-			var wg sync.WaitGroup
-			errs := make(chan error, workers)
-			start := make(chan struct{})
-			for w := range workers {
-				wg.Go(func() {
-					errs <- runIn(ns, func() error {
-						<-start // all at once, to make the races likely
-						for _, e := range es[w] {
-							if err := op(m, e); err != nil {
-								return err
-							}
-						}
-						return nil
-					})
-				})
-			}
-			time.Sleep(50 * time.Millisecond)
-			close(start)
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Error(err)
+			raceIn(t, ns, workers, func(w int) error {
+				for _, e := range es[w] {
+					if err := op(m, e); err != nil {
+						return err
+					}
 				}
-			}
+				return nil
+			})
 		}
 
 		parallel(Masquerader.Add)

@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -145,4 +147,31 @@ func run(tb testing.TB, name string, args ...string) string {
 		tb.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return string(out)
+}
+
+// raceIn runs job(0) .. job(workers-1) in ns, each on its own thread, all
+// released at the same moment to make races likely, and reports their
+// errors.
+func raceIn(t *testing.T, ns netns.NsHandle, workers int, job func(w int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := make(chan struct{})
+	for w := range workers {
+		wg.Go(func() {
+			errs <- runIn(ns, func() error {
+				<-start
+				return job(w)
+			})
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -354,31 +353,14 @@ func TestNftPortmapConcurrent(t *testing.T) {
 		}
 		parallel := func(op func(PortMapper, []PortMapping) error) {
 			t.Helper()
-			var wg sync.WaitGroup
-			errs := make(chan error, workers)
-			start := make(chan struct{})
-			for w := range workers {
-				wg.Go(func() {
-					errs <- runIn(ns, func() error {
-						<-start
-						for i := 0; i < len(ms[w]); i += 2 {
-							if err := op(p, ms[w][i:i+2]); err != nil {
-								return err
-							}
-						}
-						return nil
-					})
-				})
-			}
-			time.Sleep(50 * time.Millisecond)
-			close(start)
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					t.Error(err)
+			raceIn(t, ns, workers, func(w int) error {
+				for i := 0; i < len(ms[w]); i += 2 {
+					if err := op(p, ms[w][i:i+2]); err != nil {
+						return err
+					}
 				}
-			}
+				return nil
+			})
 		}
 		parallel(PortMapper.Add)
 		for w := range workers {
