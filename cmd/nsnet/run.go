@@ -134,19 +134,12 @@ func (f *runFlags) config(args []string) (container.Config, error) {
 		return cfg, err
 	}
 	cfg.Resources = res
-	if !cfg.Privileged {
-		// A privileged container keeps the host's devices; the others
-		// get runc's default allow-list and the rules asked for.
-		cfg.Resources.Devices = cgroups.DefaultDevices()
-		for _, v := range f.deviceRules {
-			rule, err := cgroups.ParseDeviceRule(v)
-			if err != nil {
-				return cfg, fmt.Errorf("--device-cgroup-rule: %w", err)
-			}
-			cfg.Resources.Devices = append(cfg.Resources.Devices, rule)
+	for _, v := range f.deviceRules {
+		rule, err := cgroups.ParseDeviceRule(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--device-cgroup-rule: %w", err)
 		}
-	} else if len(f.deviceRules) > 0 {
-		return cfg, fmt.Errorf("--device-cgroup-rule has no effect with --privileged, which allows every device")
+		cfg.DeviceRules = append(cfg.DeviceRules, rule)
 	}
 	for _, v := range f.volumes {
 		vol, err := isolation.ParseVolume(v)

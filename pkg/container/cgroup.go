@@ -30,6 +30,9 @@ type Cgroup struct {
 // before anything exists. A host without cgroups runs containers without
 // one, unless limits were asked for.
 func cgroupPlan(id string, cfg Config) (*Cgroup, error) {
+	if cfg.Privileged && len(cfg.DeviceRules) > 0 {
+		return nil, errors.New("device cgroup rules have no effect on a privileged container, which may use every device")
+	}
 	l, err := cgroups.DetectHost()
 	if errors.Is(err, cgroups.ErrNoCgroups) && cfg.Resources.IsZero() {
 		return nil, nil
@@ -42,7 +45,7 @@ func cgroupPlan(id string, cfg Config) (*Cgroup, error) {
 		driver = cgroups.DefaultDriver(l)
 	}
 	cg := &Cgroup{Layout: l, Parent: cfg.CgroupParent, Driver: driver}
-	m, err := cg.manager(id, cfg.Resources)
+	m, err := cg.manager(id, cfg.resources())
 	if err != nil {
 		return nil, err
 	}
@@ -102,19 +105,29 @@ func (s Store) withParents(fn func(owned map[string]bool) error) error {
 			owned[l] = true
 		}
 	}
+	before := listOwned(owned)
 	ferr := fn(owned)
-	if len(owned) == 0 {
+	switch after := listOwned(owned); {
+	case after == before:
+		return ferr
+	case after == "":
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return errors.Join(ferr, err)
 		}
 		return ferr
+	default:
+		return errors.Join(ferr, writeAtomic(path, []byte(after), 0o600))
 	}
+}
+
+// listOwned is the parents file's content for owned.
+func listOwned(owned map[string]bool) string {
 	list := make([]string, 0, len(owned))
 	for d := range owned {
-		list = append(list, d)
+		list = append(list, d+"\n")
 	}
 	sort.Strings(list)
-	return errors.Join(ferr, writeAtomic(path, []byte(strings.Join(list, "\n")+"\n"), 0o600))
+	return strings.Join(list, "")
 }
 
 // createCgroup makes the container's cgroup with its limits.
@@ -122,7 +135,7 @@ func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
 	if st.Cgroup == nil {
 		return nil, nil
 	}
-	m, err = st.Cgroup.manager(st.ID, st.Config.Resources)
+	m, err = st.Cgroup.manager(st.ID, st.Config.resources())
 	if err != nil {
 		return nil, err
 	}
@@ -170,40 +183,42 @@ func (s Store) destroyCgroup(st *State) error {
 	if st.Cgroup == nil {
 		return nil
 	}
-	if st.Paused {
-		if m, err := st.cgroupManager(); err == nil {
-			_ = m.Thaw()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		// One attempt per lock, so a container that is slow to empty does
+		// not hold up the others' creation.
+		err := s.withParents(func(owned map[string]bool) error {
+			created := make([]string, 0, len(owned))
+			for d := range owned {
+				created = append(created, d)
+			}
+			m, err := st.Cgroup.manager(st.ID, cgroups.Resources{}, created...)
+			if err != nil {
+				return err
+			}
+			if st.Paused {
+				_ = m.Thaw()
+				st.Paused = false
+			}
+			if err := m.Destroy(); err != nil {
+				return err
+			}
+			for d := range owned {
+				if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+					delete(owned, d)
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			st.Cgroup = nil
+			return nil
 		}
-		st.Paused = false
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("removing cgroup of %s: %w", st.ID, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return s.withParents(func(owned map[string]bool) error {
-		var created []string
-		for d := range owned {
-			created = append(created, d)
-		}
-		m, err := st.Cgroup.manager(st.ID, cgroups.Resources{}, created...)
-		if err != nil {
-			return err
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			err = m.Destroy()
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-				return fmt.Errorf("removing cgroup of %s: %w", st.ID, err)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		for d := range owned {
-			if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-				delete(owned, d)
-			}
-		}
-		st.Cgroup = nil
-		return nil
-	})
 }
 
 // runningCgroup loads the running container ref and its cgroup's driver.

@@ -53,6 +53,9 @@ type Config struct {
 	// CgroupParent places the cgroup (see cgroups.Config.Parent).
 	Resources    cgroups.Resources `json:"resources"`
 	CgroupParent string            `json:"cgroupParent,omitempty"`
+	// DeviceRules allow devices beyond cgroups.DefaultDevices, the
+	// allow-list of every unprivileged container.
+	DeviceRules []cgroups.DeviceRule `json:"deviceRules,omitempty"`
 	// CgroupManager is cgroups.DriverCgroupfs or DriverSystemd; empty
 	// picks what the host suggests.
 	CgroupManager string `json:"cgroupManager,omitempty"`
@@ -231,4 +234,14 @@ func (c Config) spec(etcFiles map[string]string) (isolation.Spec, error) {
 		Init:         c.Init,
 		Sysctls:      c.Sysctls,
 	}, nil
+}
+
+// resources are the limits the container's cgroup gets: Resources plus,
+// unless privileged (which leaves devices alone), the device allow-list.
+func (c Config) resources() cgroups.Resources {
+	r := c.Resources
+	if !c.Privileged {
+		r.Devices = append(cgroups.DefaultDevices(), c.DeviceRules...)
+	}
+	return r
 }
