@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -56,14 +55,8 @@ func newCgroupScope(t *testing.T) *cgroupScope {
 	return c
 }
 
-// roots are the scope's directories, one per hierarchy.
-func (c *cgroupScope) roots() []string {
-	var out []string
-	for _, h := range c.hier {
-		out = append(out, filepath.Join(h.Mount, h.Own, c.Name))
-	}
-	return out
-}
+// root is the scope's directory in hierarchy h, relative to its mount.
+func (c *cgroupScope) root(h hierarchy) string { return filepath.Join(h.Own, c.Name) }
 
 // walk lists every cgroup directory of every hierarchy.
 func (c *cgroupScope) walk() []string {
@@ -99,7 +92,7 @@ func (c *cgroupScope) created() (inside, outside []string) {
 				continue
 			}
 			rel := strings.TrimPrefix(d, h.Mount)
-			root := filepath.Join(h.Own, c.Name)
+			root := c.root(h)
 			own := filepath.Clean(h.Own)
 			switch {
 			case rel == root || strings.HasPrefix(rel, root+"/"):
@@ -181,43 +174,22 @@ func ownHierarchies() ([]hierarchy, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := ownMounts()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []hierarchy
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		mount := pf[4]
-		switch qf[0] {
+	for _, m := range mounts {
+		switch m.fstype {
 		case "cgroup2":
 			if p, ok := own[""]; ok {
-				out = append(out, hierarchy{Key: "", Mount: mount, Own: p})
+				out = append(out, hierarchy{Key: "", Mount: m.point, Own: p})
 			}
 		case "cgroup":
-			opts := strings.Split(qf[2], ",")
+			opts := strings.Split(m.superOpts, ",")
 			for ctrls, p := range own {
-				if ctrls == "" {
-					continue
-				}
-				match := true
-				for _, ctl := range strings.Split(ctrls, ",") {
-					if !slices.Contains(opts, ctl) {
-						match = false
-					}
-				}
-				if match {
-					out = append(out, hierarchy{Key: ctrls, Mount: mount, Own: p})
+				if ctrls != "" && allIn(strings.Split(ctrls, ","), opts) {
+					out = append(out, hierarchy{Key: ctrls, Mount: m.point, Own: p})
 					break
 				}
 			}
@@ -226,7 +198,17 @@ func ownHierarchies() ([]hierarchy, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no cgroup hierarchy mounted")
 	}
-	return out, sc.Err()
+	return out, nil
+}
+
+// allIn reports whether every one of items is in set.
+func allIn(items, set []string) bool {
+	for _, it := range items {
+		if !slices.Contains(set, it) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkProcess fails the test unless process pid (a container's) is inside the scope in every
@@ -239,7 +221,7 @@ func (c *cgroupScope) checkProcess(t *testing.T, pid int) {
 		return
 	}
 	for _, h := range c.hier {
-		root := filepath.Join(h.Own, c.Name)
+		root := c.root(h)
 		if p := paths[h.Key]; p != root && !strings.HasPrefix(p, root+"/") {
 			t.Errorf("container process %d is in cgroup %q of %s, outside %s", pid, p, h.Mount, root)
 		}

@@ -47,7 +47,7 @@ disabled_plugins = [%s]
 
 // startContainerd starts containerd inside the sandbox (in the test's cgroup; it is never moved)
 // and waits until it answers; it is stopped when the test ends.
-func startContainerd(t *testing.T, s *sandbox, withCRI bool) *daemon {
+func startContainerd(t *testing.T, s *sandbox, withCRI bool) {
 	t.Helper()
 	disabled := `"io.containerd.grpc.v1.cri"`
 	if withCRI {
@@ -60,18 +60,22 @@ func startContainerd(t *testing.T, s *sandbox, withCRI bool) *daemon {
 		if !d.running() {
 			return fmt.Errorf("containerd exited")
 		}
-		_, err := s.run(10*time.Second, nil, "ctr", "--address", containerdSocket, "version")
+		_, err := s.ctr("default", 10*time.Second, "version")
 		return err
 	})
 	if err != nil {
 		t.Fatalf("containerd did not come up: %v", err)
 	}
-	return d
+}
+
+// ctrArgs is the command line of ctr args against the sandbox's containerd in namespace ns.
+func ctrArgs(ns string, args ...string) []string {
+	return append([]string{"ctr", "--address", containerdSocket, "--namespace", ns}, args...)
 }
 
 // ctr runs ctr against the sandbox's containerd in namespace ns.
 func (s *sandbox) ctr(ns string, timeout time.Duration, args ...string) (string, error) {
-	return s.run(timeout, nil, append([]string{"ctr", "--address", containerdSocket, "--namespace", ns}, args...)...)
+	return s.run(timeout, nil, ctrArgs(ns, args...)...)
 }
 
 var inetRE = regexp.MustCompile(`inet (\d+\.\d+\.\d+\.\d+)/`)

@@ -18,30 +18,25 @@ const (
 	crictlVersion = "v1.37.0"
 )
 
-var crictlOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-// crictlPath installs crictl into the harness's per-user cache once (a marker written last
-// tells a complete install, a lock serialises test binaries) and skips the test when it cannot
-// be installed (no Go module proxy).
-func crictlPath(t *testing.T) string {
-	t.Helper()
-	crictlOnce.Do(func() { crictlOnce.path, crictlOnce.err = installCrictl() })
-	if crictlOnce.err != nil {
-		t.Skipf("crictl %s cannot be installed: %v", crictlVersion, crictlOnce.err)
-	}
-	return crictlOnce.path
-}
-
-func installCrictl() (string, error) {
+// installCrictl installs crictl into the harness's per-user cache once per test binary
+// (harness.GoInstall keeps it between runs and serialises test binaries).
+var installCrictl = sync.OnceValues(func() (string, error) {
 	dir, err := harness.GoInstall("crictl-"+crictlVersion, []string{crictlPackage + "@" + crictlVersion}, "GOFLAGS=-mod=mod")
 	if err != nil {
 		return "", err
 	}
 	return filepath.Join(dir, "crictl"), nil
+})
+
+// crictlPath returns crictl's path and skips the test when it cannot be installed (no Go module
+// proxy).
+func crictlPath(t *testing.T) string {
+	t.Helper()
+	p, err := installCrictl()
+	if err != nil {
+		t.Skipf("crictl %s cannot be installed: %v", crictlVersion, err)
+	}
+	return p
 }
 
 // criConfig is what crictl reads from /etc/crictl.yaml inside the sandbox.

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -28,36 +26,22 @@ func TestContainerdCtr(t *testing.T) {
 	}
 
 	const id = "web"
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	// ctr run stays in the foreground while the task runs; its output is logged if the test fails.
 	// A relative cgroup path: runc puts the container below its own cgroup, which is ours.
-	args := append([]string{"ctr", "--address", containerdSocket, "--namespace", "default", "run", "--rm", "--cni", "--null-io",
-		"--cgroup", sc.Cgroups.Name + "/" + id, imageRef, id}, httpdCmd...)
-	run := s.command(ctx, args...)
-	var runOut bytes.Buffer
-	run.Stdout, run.Stderr = &runOut, &runOut
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	runDone := make(chan struct{})
-	var runErr error
-	go func() { runErr = run.Wait(); close(runDone) }()
+	run := s.startDaemon(t, "ctr-run", append(ctrArgs("default", "run", "--rm", "--cni", "--null-io",
+		"--cgroup", sc.Cgroups.Name+"/"+id, imageRef, id), httpdCmd...)...)
 	t.Cleanup(func() {
 		// Only when the test failed before the container was stopped.
-		select {
-		case <-runDone:
-		default:
+		if run.running() {
 			_, _ = s.ctr("default", time.Minute, "task", "kill", "--signal", "SIGKILL", id)
-			<-runDone
+			<-run.done
 		}
 	})
 
 	var pid int
 	err := waitFor(time.Minute, func() error {
-		select {
-		case <-runDone:
-			return fmt.Errorf("ctr run exited: %v\n%s", runErr, runOut.String())
-		default:
+		if !run.running() {
+			return fmt.Errorf("ctr run exited: %v", run.err)
 		}
 		out, err := s.ctr("default", 10*time.Second, "task", "ls")
 		if err != nil {
@@ -92,9 +76,9 @@ func TestContainerdCtr(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-runDone:
+	case <-run.done:
 	case <-time.After(time.Minute):
-		t.Fatalf("ctr run did not return after its task was killed:\n%s", runOut.String())
+		t.Fatal("ctr run did not return after its task was killed")
 	}
 	if out, err := s.ctr("default", time.Minute, "containers", "ls", "--quiet"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("containers left after ctr run --rm: %q (%v)", out, err)
@@ -111,8 +95,5 @@ func TestContainerdCtr(t *testing.T) {
 		if len(dels) != 1 || dels[0].NetNS != "" {
 			t.Errorf("%s: want one DEL with an empty CNI_NETNS, got %v", p, dels)
 		}
-	}
-	if t.Failed() {
-		t.Logf("ctr run output:\n%s", runOut.String())
 	}
 }

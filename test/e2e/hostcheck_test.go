@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,40 +49,51 @@ func rootNetState() (string, error) {
 // sandboxMount tells whether a mount of the machine's mount table could only come from a
 // sandbox or a client running in one: our tmpfs and overlays are named nsnet-e2e, and the
 // directories are those the sandboxes give their clients.
-func sandboxMount(point, fstype, source string) bool {
-	if source == "nsnet-e2e" || strings.Contains(point, "nsnet-e2e") {
+func sandboxMount(m mountEntry) bool {
+	if m.source == "nsnet-e2e" || strings.Contains(m.point, "nsnet-e2e") {
 		return true
 	}
 	for _, p := range []string{"/etc/cni", "/opt/cni", "/var/lib/cni", "/var/lib/containerd", "/var/lib/containers",
 		"/etc/containers", "/etc/containerd", "/run/containerd", "/run/containers", "/run/libpod", "/run/runc",
 		"/run/netns/cni-", "/run/netns/netns-", "/var/run/netns/"} {
-		if strings.HasPrefix(point, p) {
+		if strings.HasPrefix(m.point, p) {
 			return true
 		}
 	}
-	return fstype == "overlay"
+	return m.fstype == "overlay"
+}
+
+// mountEntry is the part of a /proc/self/mountinfo line the checks read.
+type mountEntry struct{ point, fstype, source, superOpts string }
+
+// ownMounts reads the test process's mount table.
+func ownMounts() ([]mountEntry, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []mountEntry
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+		pre, post, ok := strings.Cut(line, " - ")
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if ok && len(pf) >= 5 && len(qf) >= 3 {
+			out = append(out, mountEntry{point: pf[4], fstype: qf[0], source: qf[1], superOpts: qf[2]})
+		}
+	}
+	return out, nil
 }
 
 // hostMounts lists the mounts of the test's mount namespace that sandboxMount flags.
 func hostMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	mounts, err := ownMounts()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(pf) < 5 || len(qf) < 2 {
-			continue
-		}
-		if sandboxMount(pf[4], qf[0], qf[1]) {
-			out = append(out, pf[4]+" ("+qf[0]+" "+qf[1]+")")
+	for _, m := range mounts {
+		if sandboxMount(m) {
+			out = append(out, m.point+" ("+m.fstype+" "+m.source+")")
 		}
 	}
-	return out, sc.Err()
+	return out, err
 }
 
 // checkMachineUnchanged records the root network namespace and the host's mount table now, and

@@ -35,8 +35,8 @@ func TestMakeInstall(t *testing.T) {
 		err := cmd.Run()
 		return stdout.String(), stderr.String(), err
 	}
-	pluginDir := filepath.Join(dest, "opt", "cni", "bin")
-	installed := map[string]string{filepath.Join(dest, "usr", "local", "bin", "nsnet"): filepath.Join(bin, "nsnet")}
+	pluginDir, nsnet := filepath.Join(dest, "opt", "cni", "bin"), filepath.Join(dest, "usr", "local", "bin", "nsnet")
+	installed := map[string]string{nsnet: filepath.Join(bin, "nsnet")}
 	for _, p := range ourPlugins {
 		installed[filepath.Join(pluginDir, p)] = filepath.Join(bin, p)
 	}
@@ -77,7 +77,6 @@ func TestMakeInstall(t *testing.T) {
 	if err := os.WriteFile(victim, users, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	nsnet := filepath.Join(dest, "usr", "local", "bin", "nsnet")
 	if err := os.Remove(nsnet); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -122,14 +123,11 @@ func newScenario(t *testing.T, extraPlugins ...string) *scenario {
 func requireCommand(t *testing.T, names ...string) {
 	t.Helper()
 	for _, n := range names {
-		found := false
-		for _, dir := range filepath.SplitList(sandboxPath) {
-			if _, err := exec.LookPath(filepath.Join(dir, n)); err == nil {
-				found = true
-				break
-			}
+		installed := func(dir string) bool {
+			_, err := exec.LookPath(filepath.Join(dir, n))
+			return err == nil
 		}
-		if !found {
+		if !slices.ContainsFunc(filepath.SplitList(sandboxPath), installed) {
 			t.Skipf("%s is not installed (make deps installs it)", n)
 		}
 	}

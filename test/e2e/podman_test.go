@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestPodman(t *testing.T) {
 	}
 
 	const hostPort = 8080
-	args := []string{"run", "--detach", "--name", "web", "--network", conf.Name, "--publish", "8080:80",
+	args := []string{"run", "--detach", "--name", "web", "--network", conf.Name, "--publish", fmt.Sprintf("%d:80", hostPort),
 		// podman running as root raises nofile and nproc above what a test without
 		// CAP_SYS_RESOURCE may set; the server needs few of either.
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",

@@ -194,6 +194,7 @@ type daemon struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has exited
+	err  error         // how it exited, once done is closed
 	log  string
 }
 
@@ -214,7 +215,7 @@ func (s *sandbox) startDaemon(t *testing.T, name string, args ...string) *daemon
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
 		d.stop(t)
 		if t.Failed() {
