@@ -34,20 +34,28 @@ func LastCap() (int, error) {
 // gain capabilities from files with inheritable file capabilities
 // (CVE-2022-24769).
 func Apply(s Set) error {
-	_, err := apply(s)
-	return err
+	s, err := restrict(s)
+	if err != nil {
+		return err
+	}
+	hdr, data := capsetArgs(s)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("setting capabilities %s: %w", s, err)
+	}
+	return nil
 }
 
-// apply is Apply returning s as applied: without the capabilities the
-// kernel does not know.
-func apply(s Set) (Set, error) {
+// restrict drops every capability outside s from the calling thread's
+// bounding set and clears its ambient set. It returns s without the
+// capabilities the kernel does not know, for capsetArgs.
+func restrict(s Set) (Set, error) {
 	last, err := LastCap()
 	if err != nil {
 		return 0, err
 	}
 	s &= Set(1<<(last+1) - 1)
 	// The bounding set goes first: dropping needs CAP_SETPCAP, which capset
-	// below may remove.
+	// afterwards may remove.
 	for c := 0; c <= last; c++ {
 		if s.Has(c) {
 			continue
@@ -59,33 +67,29 @@ func apply(s Set) (Set, error) {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return 0, fmt.Errorf("clearing the ambient set: %w", err)
 	}
-	hdr, data := capsetArgs(s)
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return 0, fmt.Errorf("setting capabilities %s: %w", s, err)
-	}
 	return s, nil
 }
 
 // ApplyAllThreads is Apply for a process that goes on running Go code
-// instead of executing: after Apply on the calling thread, every other
-// thread of the Go runtime gets the same permitted, effective and (empty)
-// inheritable and ambient sets, so no thread keeps a capability the
-// caller gave up. Their bounding sets stay as they were, as dropping them
-// takes one stop-the-world per capability: with permitted reduced and
-// no_new_privs set on every thread (the caller's job, before), no thread
-// can gain a capability back, so the bounding set caps nothing more. A
-// process that forks must do so from the calling thread, whose bounding
-// set its children inherit.
+// instead of executing: the calling thread loses its bounding and ambient
+// capabilities as with Apply, and every thread of the Go runtime, the
+// calling one included, gets the same permitted, effective and (empty)
+// inheritable sets in one capset, so no thread keeps a capability the
+// caller gave up. The other threads' ambient sets empty themselves (the
+// kernel keeps ambient a subset of inheritable); their bounding sets stay
+// as they were, as dropping them takes one stop-the-world per capability:
+// with permitted reduced and no_new_privs set on every thread (the
+// caller's job, before), no thread can gain a capability back, so the
+// bounding set caps nothing more. A process that forks must do so from the
+// calling thread, whose bounding set its children inherit.
 //
 // In a binary that uses cgo it fails with ENOTSUP, having changed the
-// calling thread only.
+// calling thread's bounding and ambient sets only.
 func ApplyAllThreads(s Set) error {
-	s, err := apply(s)
+	s, err := restrict(s)
 	if err != nil {
 		return err
 	}
-	// The ambient sets empty themselves: the kernel keeps ambient a
-	// subset of inheritable.
 	hdr, data := capsetArgs(s)
 	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 	if errno != 0 {

@@ -2,11 +2,11 @@
 // set from the default set and --cap-add/--cap-drop, and applies it to the
 // calling thread just before execve.
 //
-// The default set is Docker's and runc's default minus CAP_MKNOD: runc keeps
-// MKNOD because its devices cgroup refuses block and character devices,
-// nsnet manages no cgroups, so MKNOD would let a container create and open a
-// node for the host's disk on any mount without nodev. `--cap-add MKNOD`
-// gives it back; nsnet still mounts everything writable nodev.
+// The default set is Docker's and runc's default minus CAP_MKNOD. Like
+// runc's, nsnet's device allow-list refuses nodes outside the default
+// devices, and nsnet also mounts everything writable nodev, so MKNOD would
+// buy a container nothing but nodes it cannot open; a host without cgroups
+// (no allow-list) keeps only nodev. `--cap-add MKNOD` gives it back.
 package caps
 
 import (

@@ -137,7 +137,7 @@ func TestPlacement(t *testing.T) {
 			var levels []string
 			if err == nil {
 				b := base{rel: rel, cfg: Config{Prefix: "/p"}}
-				_, levels, err = b.placement(tc.h)
+				levels, err = b.placement(tc.h)
 			}
 			if tc.err {
 				if err == nil {

@@ -132,16 +132,7 @@ func TestValidateDevices(t *testing.T) {
 		{"narrow a", []DeviceRule{allow(DeviceAll, 1, Wildcard, "rwm")}, "type a covers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Resources{Devices: tc.d}.Validate(h)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
-				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.want)
-			}
+			checkValidate(t, Resources{Devices: tc.d}.Validate(h), tc.want)
 		})
 	}
 }

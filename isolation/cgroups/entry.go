@@ -26,11 +26,7 @@ func (m *v2Manager) Entry() Entry { return Entry{Dir: m.leaf} }
 
 func (m *v1Manager) Entry() Entry {
 	var e Entry
-	leaves := m.leaves
-	if m.devLeaf != "" && exists(m.devLeaf, "") {
-		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
-	}
-	for _, l := range leaves {
+	for _, l := range m.joined() {
 		e.Tasks = append(e.Tasks, filepath.Join(l, "tasks"))
 	}
 	return e

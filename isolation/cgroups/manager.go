@@ -111,6 +111,9 @@ func New(l Layout, c Config) (Manager, error) {
 	if err := c.Resources.Validate(c.Host); err != nil {
 		return nil, err
 	}
+	if c.Dirs == nil {
+		c.Dirs = kernelDirs{}
+	}
 	switch c.Driver {
 	case "", DriverCgroupfs:
 	case DriverSystemd:
@@ -121,9 +124,6 @@ func New(l Layout, c Config) (Manager, error) {
 	rel, err := relPath(c.Parent, c.ID)
 	if err != nil {
 		return nil, err
-	}
-	if c.Dirs == nil {
-		c.Dirs = kernelDirs{}
 	}
 	b := base{rel: rel, cfg: c, created: append([]string(nil), c.Created...)}
 	switch l.Mode {
@@ -171,24 +171,24 @@ func (b *base) Path() string { return b.rel }
 
 func (b *base) Created() []string { return append([]string(nil), b.created...) }
 
-// placement returns the directory the container path starts from (the
-// caller's cgroup, or the hierarchy root for an absolute parent) and the
-// directories from the first level down to the leaf.
-func (b *base) placement(h Hierarchy) (anchor string, levels []string, err error) {
+// placement returns the directories from the first level below the
+// container path's start (the caller's cgroup, or the hierarchy root for an
+// absolute parent) down to the leaf.
+func (b *base) placement(h Hierarchy) ([]string, error) {
 	start, rel := h.Own, b.rel
 	if strings.HasPrefix(b.rel, "/") {
 		start, rel = "/", strings.TrimPrefix(b.rel, "/")
 	}
-	anchor, err = h.dir(b.cfg.Prefix, start)
+	cur, err := h.dir(b.cfg.Prefix, start)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	cur := anchor
+	var levels []string
 	for _, e := range strings.Split(rel, "/") {
 		cur = path.Join(cur, e)
 		levels = append(levels, cur)
 	}
-	return anchor, levels, nil
+	return levels, nil
 }
 
 // mkdirs creates the missing levels and records them; onCreate runs for each

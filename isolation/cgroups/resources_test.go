@@ -75,17 +75,23 @@ func TestValidate(t *testing.T) {
 		{"device twice", Resources{DeviceReadBps: []DeviceRate{{8, 0, 1}, {8, 0, 2}}}, "twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.r.Validate(h)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
-				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.want)
-			}
+			checkValidate(t, tc.r.Validate(h), tc.want)
 		})
+	}
+}
+
+// checkValidate fails the test unless err is nil for an empty want, or an
+// ErrInvalid containing want.
+func checkValidate(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid containing %q", err, want)
 	}
 }
 

@@ -72,17 +72,16 @@ func systemdIsInit(root string) bool {
 // the values exact. Delegate=yes gives the scope's directory to nsnet.
 type systemdManager struct {
 	cfg   Config
-	bus   SystemdBus
 	unit  string
 	slice string
-	// path is the scope's cgroup, as systemd's ControlGroup property
-	// shows it.
-	path string
-	v2   *v2Manager
+	// v2 writes the scope's directory; its Path is the scope's cgroup, as
+	// systemd's ControlGroup property shows it.
+	v2 *v2Manager
 	// version is systemd's, 0 until asked.
 	version int
-	// prepared is set by Create: the next Apply starts the scope.
-	prepared, started bool
+	// startScope is set by Create and cleared once the scope started: the
+	// next Apply starts it.
+	startScope bool
 }
 
 func newSystemd(l Layout, c Config) (*systemdManager, error) {
@@ -101,9 +100,6 @@ func newSystemd(l Layout, c Config) (*systemdManager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Dirs == nil {
-		c.Dirs = kernelDirs{}
-	}
 	if c.Systemd == nil {
 		c.Systemd = dbusSystemd{}
 	}
@@ -111,12 +107,11 @@ func newSystemd(l Layout, c Config) (*systemdManager, error) {
 	// cgroup2 mount shows even when the mount is a subtree of the host's.
 	h := *l.V2
 	h.Root = "/"
-	p := path.Join(slicePath, unit)
-	v2, err := newV2(base{rel: p, cfg: c}, h)
+	v2, err := newV2(base{rel: path.Join(slicePath, unit), cfg: c}, h)
 	if err != nil {
 		return nil, err
 	}
-	return &systemdManager{cfg: c, bus: c.Systemd, unit: unit, slice: slice, path: p, v2: v2}, nil
+	return &systemdManager{cfg: c, unit: unit, slice: slice, v2: v2}, nil
 }
 
 // scopeName is the unit of container id. systemd allows only these
@@ -175,7 +170,7 @@ func needsEscape(dir string) bool {
 	return v1Controllers[pre] || pre == "io" || pre == "cgroup" || strings.HasPrefix(pre, "bpf-")
 }
 
-func (m *systemdManager) Path() string { return m.path }
+func (m *systemdManager) Path() string { return m.v2.Path() }
 
 // Created is empty: systemd creates and removes the slices.
 func (m *systemdManager) Created() []string { return nil }
@@ -184,7 +179,7 @@ func (m *systemdManager) ensureVersion(ctx context.Context) error {
 	if m.version != 0 {
 		return nil
 	}
-	v, err := m.bus.Version(ctx)
+	v, err := m.cfg.Systemd.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("asking systemd for its version: %w", err)
 	}
@@ -195,7 +190,7 @@ func (m *systemdManager) ensureVersion(ctx context.Context) error {
 // Create checks that the scope does not exist yet and that systemd
 // answers, before the container's process is made.
 func (m *systemdManager) Create() error {
-	if _, err := os.Stat(m.v2.leaf); err == nil {
+	if exists(m.v2.leaf, "") {
 		return fmt.Errorf("creating %s: %s: %w", m.unit, m.v2.leaf, ErrExists)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), systemdTimeout)
@@ -203,7 +198,7 @@ func (m *systemdManager) Create() error {
 	if err := m.ensureVersion(ctx); err != nil {
 		return err
 	}
-	m.prepared = true
+	m.startScope = true
 	return nil
 }
 
@@ -215,7 +210,7 @@ func (m *systemdManager) Apply(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("moving pid %d into %s: not a process id", pid, m.unit)
 	}
-	if !m.prepared || m.started {
+	if !m.startScope {
 		return m.v2.Apply(pid)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), systemdTimeout)
@@ -225,14 +220,14 @@ func (m *systemdManager) Apply(pid int) error {
 		return err
 	}
 	props := append(scopeProps(m.cfg.ID, m.slice, pid, m.version), limits...)
-	res, err := m.bus.StartTransientUnit(ctx, m.unit, props)
+	res, err := m.cfg.Systemd.StartTransientUnit(ctx, m.unit, props)
 	if err != nil {
 		return fmt.Errorf("starting systemd unit %s in %s: %w", m.unit, m.slice, err)
 	}
 	if res != "done" {
 		return fmt.Errorf("starting systemd unit %s in %s: job %s (see journalctl -u %s)", m.unit, m.slice, res, m.unit)
 	}
-	m.started = true
+	m.startScope = false
 	if err := m.v2.set(m.cfg.Resources); err != nil {
 		return fmt.Errorf("writing limits to the cgroup of %s: %w", m.unit, err)
 	}
@@ -253,7 +248,7 @@ func (m *systemdManager) Set(r Resources) error {
 		return err
 	}
 	if len(props) > 0 {
-		if err := m.bus.SetUnitProperties(ctx, m.unit, props); err != nil {
+		if err := m.cfg.Systemd.SetUnitProperties(ctx, m.unit, props); err != nil {
 			return fmt.Errorf("setting limits of systemd unit %s: %w", m.unit, err)
 		}
 	}
@@ -274,7 +269,7 @@ func (m *systemdManager) Thaw() error           { return m.v2.Thaw() }
 func (m *systemdManager) Destroy() error {
 	ctx, cancel := context.WithTimeout(context.Background(), systemdTimeout)
 	defer cancel()
-	res, err := m.bus.StopUnit(ctx, m.unit)
+	res, err := m.cfg.Systemd.StopUnit(ctx, m.unit)
 	switch {
 	case errors.Is(err, ErrUnitNotFound):
 	case err != nil:

@@ -19,7 +19,6 @@ type v1Manager struct {
 	leaves  []string
 	levels  [][]string
 	parents map[string]bool
-	cpuset  string // the cpuset hierarchy's leaf, for the copy-from-parent step
 	// devLeaf and devLevels place the container in a devices hierarchy
 	// mounted on its own. Its cgroup is made only for a container with an
 	// allow-list (Resources.Devices non-nil): one without keeps the
@@ -42,16 +41,13 @@ func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 		if !used && !devices {
 			continue
 		}
-		_, levels, err := m.placement(h)
+		levels, err := m.placement(h)
 		if err != nil {
 			return nil, err
 		}
 		leaf := levels[len(levels)-1]
 		for _, c := range h.Controllers {
 			m.leaf[c] = leaf
-			if c == "cpuset" {
-				m.cpuset = leaf
-			}
 		}
 		for _, d := range levels[:len(levels)-1] {
 			m.parents[d] = true
@@ -71,13 +67,8 @@ func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 
 // require checks that the controllers r needs are mounted.
 func (m *v1Manager) require(r Resources) error {
-	need := map[string]bool{
-		"memory": r.Memory != 0 || r.MemorySwap != 0,
-		"cpu":    r.CPUs != 0 || r.CPUShares != 0,
-		"cpuset": r.CpusetCpus != "" || r.CpusetMems != "",
-		"pids":   r.PidsLimit != 0,
-		"blkio":  r.BlkioWeight != 0 || len(r.DeviceReadBps) > 0 || len(r.DeviceWriteBps) > 0,
-	}
+	need := needs(r)
+	need["blkio"] = need["io"]
 	for _, c := range v1Used {
 		if need[c] && m.leaf[c] == "" {
 			return fmt.Errorf("the %s controller is not mounted: %w", c, ErrInvalid)
@@ -90,24 +81,28 @@ func (m *v1Manager) require(r Resources) error {
 }
 
 func (m *v1Manager) Create() error {
+	if err := m.create(); err != nil {
+		return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
+	}
+	return nil
+}
+
+func (m *v1Manager) create() error {
 	for _, levels := range m.levels {
 		var init func(string) error
-		if levels[len(levels)-1] == m.cpuset {
+		if levels[len(levels)-1] == m.leaf["cpuset"] {
 			init = initCpuset
 		}
 		if err := m.mkdirs(levels, init); err != nil {
-			return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
+			return err
 		}
 	}
 	if m.devLevels != nil && m.cfg.Resources.Devices != nil {
 		if err := m.mkdirs(m.devLevels, nil); err != nil {
-			return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
+			return err
 		}
 	}
-	if err := m.set(m.cfg.Resources); err != nil {
-		return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
-	}
-	return nil
+	return m.set(m.cfg.Resources)
 }
 
 // initCpuset copies cpuset.cpus and cpuset.mems from the parent: a v1
@@ -132,15 +127,19 @@ func initCpuset(dir string) error {
 	return nil
 }
 
-func (m *v1Manager) Apply(pid int) error {
-	leaves := m.leaves
-	// The devices cgroup exists only if the container was created with an
-	// allow-list; a later Manager (nsnet exec) may not know its resources,
-	// so the directory itself tells.
+// joined are the leaves a process of the container belongs in. The devices
+// cgroup exists only if the container was created with an allow-list; a
+// later Manager (nsnet exec) may not know its resources, so the directory
+// itself tells.
+func (m *v1Manager) joined() []string {
 	if m.devLeaf != "" && exists(m.devLeaf, "") {
-		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
+		return append(m.leaves[:len(m.leaves):len(m.leaves)], m.devLeaf)
 	}
-	for _, leaf := range leaves {
+	return m.leaves
+}
+
+func (m *v1Manager) Apply(pid int) error {
+	for _, leaf := range m.joined() {
 		if err := writeFile(leaf, "cgroup.procs", strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("moving pid %d into %s: %w", pid, leaf, err)
 		}
@@ -287,8 +286,11 @@ func (m *v1Manager) setMemory(r Resources) error {
 
 func (m *v1Manager) Stats() (Stats, error) {
 	var s Stats
-	if _, err := os.Stat(m.leaves[0]); err != nil {
-		return s, fmt.Errorf("cgroup stats: %w", err)
+	// A host may mount only the devices controller, which keeps no stats.
+	if len(m.leaves) > 0 {
+		if _, err := os.Stat(m.leaves[0]); err != nil {
+			return s, fmt.Errorf("cgroup stats: %w", err)
+		}
 	}
 	type u struct {
 		ctrl, file string

@@ -34,7 +34,7 @@ type v2Manager struct {
 }
 
 func newV2(b base, h Hierarchy) (*v2Manager, error) {
-	_, levels, err := b.placement(h)
+	levels, err := b.placement(h)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,9 @@ func newV2(b base, h Hierarchy) (*v2Manager, error) {
 	return m, nil
 }
 
-func v2Needs(r Resources) map[string]bool {
+// needs are the controllers r's limits need, by their v2 names (v1 calls
+// io blkio).
+func needs(r Resources) map[string]bool {
 	return map[string]bool{
 		"memory": r.Memory != 0 || r.MemorySwap != 0,
 		"cpu":    r.CPUs != 0 || r.CPUShares != 0,
@@ -81,8 +83,9 @@ func (m *v2Manager) Create() error {
 	if err != nil {
 		return err
 	}
-	for c, need := range v2Needs(m.cfg.Resources) {
-		if need && !avail[c] {
+	need := needs(m.cfg.Resources)
+	for _, c := range v2Wanted {
+		if need[c] && !avail[c] {
 			return fmt.Errorf("the %s controller is not delegated to %s (add it to cgroup.subtree_control there; that cgroup must hold no processes): %w",
 				c, path.Dir(m.levels[0]), ErrInvalid)
 		}
@@ -99,10 +102,11 @@ func (m *v2Manager) Create() error {
 		}
 		return writeFile(dir, "cgroup.subtree_control", strings.Join(enable, " "))
 	}
-	if err := m.mkdirs(m.levels, onCreate); err != nil {
-		return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
+	err = m.mkdirs(m.levels, onCreate)
+	if err == nil {
+		err = m.set(m.cfg.Resources)
 	}
-	if err := m.set(m.cfg.Resources); err != nil {
+	if err != nil {
 		return errors.Join(err, m.destroy(m.madeLeaves, m.parents))
 	}
 	return nil

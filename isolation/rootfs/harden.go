@@ -55,16 +55,8 @@ func Harden(cfg Config) error {
 				return err
 			}
 		}
-		for _, pattern := range MaskedPaths {
-			paths, err := glob(pattern)
-			if err != nil {
-				return fmt.Errorf("masked path pattern %q: %w", pattern, err)
-			}
-			for _, p := range paths {
-				if err := mask(p); err != nil {
-					return err
-				}
-			}
+		if err := maskAll(); err != nil {
+			return err
 		}
 		if err := setAttrPath("/dev", unix.MOUNT_ATTR_RDONLY, false); err != nil {
 			return fmt.Errorf("making /dev read-only: %w", err)
@@ -73,6 +65,26 @@ func Harden(cfg Config) error {
 	if cfg.ReadOnly {
 		if err := setAttrPath("/", unix.MOUNT_ATTR_RDONLY, false); err != nil {
 			return fmt.Errorf("making / read-only: %w", err)
+		}
+	}
+	return nil
+}
+
+// maskAll masks what MaskedPaths name. mask skips a missing path itself,
+// so a literal entry needs no lookup of its own.
+func maskAll() error {
+	for _, pattern := range MaskedPaths {
+		paths := []string{pattern}
+		if hasMeta(pattern) {
+			var err error
+			if paths, err = glob(pattern); err != nil {
+				return fmt.Errorf("masked path pattern %q: %w", pattern, err)
+			}
+		}
+		for _, p := range paths {
+			if err := mask(p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -37,28 +37,32 @@ var earlyStartable = map[string]bool{"bridge-lite": true, "portmap-lite": true}
 // early but not needed, because one before it failed, is killed there
 // before it read anything.
 type pipelined struct {
+	// PluginDecoder decodes a plugin's VERSION output, as in libcni's
+	// default executor.
+	version.PluginDecoder
 	// plan holds the plugins still to run, in order; empty once a call
 	// did not match it.
-	plan  []planned
-	early *run
+	plan    []planned
+	binDirs []string
+	early   *run
 }
 
 type planned struct {
-	path       string
-	startEarly bool
+	plugin, path string
+	startEarly   bool
 }
 
 // newPipelined plans the chain of plugins in order: each is found in
 // binDirs as libcni finds it.
 func newPipelined(plugins []*libcni.PluginConfig, binDirs []string) *pipelined {
-	p := &pipelined{}
+	p := &pipelined{binDirs: binDirs}
 	for _, pc := range plugins {
 		path, err := invoke.FindInPath(pc.Network.Type, binDirs)
 		if err != nil {
 			// libcni fails on this plugin; nothing after it runs.
 			break
 		}
-		p.plan = append(p.plan, planned{path: path, startEarly: earlyStartable[pc.Network.Type]})
+		p.plan = append(p.plan, planned{plugin: pc.Network.Type, path: path, startEarly: earlyStartable[pc.Network.Type]})
 	}
 	return p
 }
@@ -146,16 +150,14 @@ func (p *pipelined) Close() {
 	p.plan = nil
 }
 
-// FindInPath finds a plugin as libcni's default executor does.
+// FindInPath finds a plugin as libcni's default executor does. libcni asks
+// for each plugin just before it runs it, and newPipelined found that one
+// already.
 func (p *pipelined) FindInPath(plugin string, paths []string) (string, error) {
+	if len(p.plan) > 0 && p.plan[0].plugin == plugin && slices.Equal(paths, p.binDirs) {
+		return p.plan[0].path, nil
+	}
 	return invoke.FindInPath(plugin, paths)
-}
-
-// Decode decodes a plugin's VERSION output as libcni's default executor
-// does.
-func (p *pipelined) Decode(jsonBytes []byte) (version.PluginInfo, error) {
-	var d version.PluginDecoder
-	return d.Decode(jsonBytes)
 }
 
 // startWithRetry starts a plugin, retrying for a while when its binary is
