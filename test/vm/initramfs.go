@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -31,6 +32,14 @@ const (
 	ResultsPort   = "/dev/ttyS1"
 	RootSerial    = "nsnet-root"
 	ScratchSerial = "nsnet-scratch"
+)
+
+// The guest's host name and hosts file, the same in both modes: the
+// initramfs carries them and configureRoot writes them into the systemd
+// image.
+const (
+	guestHostname = "nsnet-vm\n"
+	guestHosts    = "127.0.0.1 localhost nsnet-vm\n::1 localhost\n"
 )
 
 // Initramfs is the image the VM boots from.
@@ -69,8 +78,8 @@ func (i Initramfs) Write(file string) error {
 	a.CopyFile("/bin/busybox", i.Busybox)
 	a.File("/etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
 	a.File("/etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	a.File("/etc/hostname", 0o644, []byte("nsnet-vm\n"))
-	a.File("/etc/hosts", 0o644, []byte("127.0.0.1 localhost nsnet-vm\n::1 localhost\n"))
+	a.File("/etc/hostname", 0o644, []byte(guestHostname))
+	a.File("/etc/hosts", 0o644, []byte(guestHosts))
 	// Runtimes bind the host's resolv.conf into containers; the VM has no
 	// network, so it is empty, but it exists as on any host.
 	a.File("/etc/resolv.conf", 0o644, nil)
@@ -85,12 +94,7 @@ func (i Initramfs) Write(file string) error {
 		list.WriteString(guest + "\n")
 	}
 	a.File(guestModules, 0o644, []byte(list.String()))
-	guests := make([]string, 0, len(i.Files))
-	for g := range i.Files {
-		guests = append(guests, g)
-	}
-	slices.Sort(guests)
-	for _, g := range guests {
+	for _, g := range slices.Sorted(maps.Keys(i.Files)) {
 		a.CopyFile(g, i.Files[g])
 	}
 	err = a.Close()

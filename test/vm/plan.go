@@ -69,7 +69,6 @@ type PackageResult struct {
 
 // Report is what the guest's results stream said.
 type Report struct {
-	Info     []string
 	Packages []PackageResult
 	// Running is the package whose output was open when the stream ended.
 	Running string
@@ -103,9 +102,7 @@ func (rep *Report) line(line string, w io.Writer) error {
 	var err error
 	switch {
 	case strings.HasPrefix(line, markInfo):
-		info := strings.TrimPrefix(line, markInfo)
-		rep.Info = append(rep.Info, info)
-		_, err = fmt.Fprintf(w, "vmtest: guest %s\n", info)
+		_, err = fmt.Fprintf(w, "vmtest: guest %s\n", strings.TrimPrefix(line, markInfo))
 	case strings.HasPrefix(line, markStart):
 		rep.Running = strings.TrimPrefix(line, markStart)
 	case strings.HasPrefix(line, markEnd):

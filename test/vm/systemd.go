@@ -129,8 +129,8 @@ func (s SystemdImage) Ensure(cacheDir string, log io.Writer) (string, error) {
 // image.
 func configureRoot(root string) error {
 	files := map[string]string{
-		"etc/hostname": "nsnet-vm\n",
-		"etc/hosts":    "127.0.0.1 localhost nsnet-vm\n::1 localhost\n",
+		"etc/hostname": guestHostname,
+		"etc/hosts":    guestHosts,
 		"etc/fstab":    "# The initramfs mounts the root read-write; nothing else.\n",
 	}
 	for name, content := range files {

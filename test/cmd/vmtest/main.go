@@ -233,13 +233,12 @@ func vmtest(ctx context.Context, o *options, pkgs []testPackage, tmp string) err
 	}
 	prepared := time.Now()
 
-	img, plan, err := build(o, pkgs, kernel, tmp)
+	img, err := build(o, pkgs, kernel, tmp)
 	if err != nil {
 		return err
 	}
 	built := time.Now()
 	initrd := filepath.Join(tmp, "initramfs.cpio")
-	img.Plan = plan
 	if err := img.Write(initrd); err != nil {
 		return err
 	}
@@ -248,7 +247,7 @@ func vmtest(ctx context.Context, o *options, pkgs []testPackage, tmp string) err
 		return err
 	}
 	packed := time.Now()
-	fmt.Fprintf(os.Stderr, "vmtest: kernel %s, %s; setup %.1fs, build %.1fs, initramfs %.1fs (%d MiB)\n",
+	fmt.Fprintf(os.Stderr, "vmtest: kernel %s, %s mode; setup %.1fs, build %.1fs, initramfs %.1fs (%d MiB)\n",
 		kernel.Version, mode(o), prepared.Sub(start).Seconds(), built.Sub(prepared).Seconds(),
 		packed.Sub(built).Seconds(), st.Size()>>20)
 
@@ -300,7 +299,7 @@ func vmtest(ctx context.Context, o *options, pkgs []testPackage, tmp string) err
 	}
 	fmt.Fprintf(os.Stderr, "vmtest: accel %s; qemu start to first result %.1fs, to power-off %.1fs; packages: %s\n",
 		m.Accel, firstResult.Seconds(), total.Seconds(), strings.Join(ran, ", "))
-	failures := rep.Failures(plan)
+	failures := rep.Failures(img.Plan)
 	if runErr != nil {
 		failures = append(failures, runErr.Error())
 	}
@@ -314,11 +313,12 @@ func vmtest(ctx context.Context, o *options, pkgs []testPackage, tmp string) err
 	return nil
 }
 
+// mode is the guest's init: NSNET_VM_MODE in the guest.
 func mode(o *options) string {
 	if o.systemd {
-		return "systemd mode"
+		return "systemd"
 	}
-	return "busybox mode"
+	return "busybox"
 }
 
 // firstRead calls at once, when the first results arrive.
@@ -359,12 +359,12 @@ func systemdImage(o *options) (string, error) {
 }
 
 // build compiles the test binaries, the runner, nsnet and the plugins into
-// tmp and returns the initramfs that carries them and the plan that runs
+// tmp and returns the initramfs that carries them, with the plan that runs
 // them.
-func build(o *options, pkgs []testPackage, kernel vm.Kernel, tmp string) (vm.Initramfs, vm.Plan, error) {
+func build(o *options, pkgs []testPackage, kernel vm.Kernel, tmp string) (vm.Initramfs, error) {
 	root, err := harness.ModuleRoot()
 	if err != nil {
-		return vm.Initramfs{}, vm.Plan{}, err
+		return vm.Initramfs{}, err
 	}
 	bin := filepath.Join(tmp, "bin")
 	img := vm.Initramfs{
@@ -373,50 +373,50 @@ func build(o *options, pkgs []testPackage, kernel vm.Kernel, tmp string) (vm.Ini
 		Busybox: "/bin/busybox",
 		Runner:  filepath.Join(tmp, "runner"),
 		Files:   map[string]string{},
-	}
-	if err := goBuild(root, "build", "-trimpath", "-o", img.Runner, "./test/vm/runner"); err != nil {
-		return img, vm.Plan{}, err
-	}
-	if err := harness.BuildProjectPlugins(bin); err != nil {
-		return img, vm.Plan{}, fmt.Errorf("building nsnet and the plugins: %w", err)
-	}
-	if err := vm.AddTree(img.Files, vm.GuestDir+"/bin", bin); err != nil {
-		return img, vm.Plan{}, err
-	}
-	plan := vm.Plan{
-		Output:        vm.ResultsPort,
-		ScratchSerial: vm.ScratchSerial,
-		Env: []string{
-			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + vm.GuestDir + "/tools",
-			"HOME=/root", "TMPDIR=/tmp", "LANG=C.UTF-8",
-			"NSNET_IN_VM=1", "NSNET_VM_MODE=" + strings.TrimSuffix(mode(o), " mode"),
-			// test/harness uses these prebuilt binaries instead of running go build.
-			harness.BinDirEnv + "=" + vm.GuestDir + "/bin",
-			// ... and finds the reference plugins and cnitool in this cache.
-			"XDG_CACHE_HOME=" + vm.GuestDir + "/cache",
+		Plan: vm.Plan{
+			Output:        vm.ResultsPort,
+			ScratchSerial: vm.ScratchSerial,
+			Env: []string{
+				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + vm.GuestDir + "/tools",
+				"HOME=/root", "TMPDIR=/tmp", "LANG=C.UTF-8",
+				"NSNET_IN_VM=1", "NSNET_VM_MODE=" + mode(o),
+				// test/harness uses these prebuilt binaries instead of running go build.
+				harness.BinDirEnv + "=" + vm.GuestDir + "/bin",
+				// ... and finds the reference plugins and cnitool in this cache.
+				"XDG_CACHE_HOME=" + vm.GuestDir + "/cache",
+			},
 		},
 	}
 	if o.negative {
-		plan.Env = append(plan.Env, "NSNET_VM_NO_LIMITS=1")
+		img.Plan.Env = append(img.Plan.Env, "NSNET_VM_NO_LIMITS=1")
+	}
+	if err := goBuild(root, "build", "-trimpath", "-o", img.Runner, "./test/vm/runner"); err != nil {
+		return img, err
+	}
+	if err := harness.BuildProjectPlugins(bin); err != nil {
+		return img, fmt.Errorf("building nsnet and the plugins: %w", err)
+	}
+	if err := vm.AddTree(img.Files, vm.GuestDir+"/bin", bin); err != nil {
+		return img, err
 	}
 	needReference := false
 	for _, p := range pkgs {
 		out := filepath.Join(tmp, "tests", p.name+".test")
 		if err := goBuild(root, "test", "-c", "-ldflags=-s -w", "-o", out, p.path); err != nil {
-			return img, plan, err
+			return img, err
 		}
 		if _, err := os.Stat(out); err != nil {
-			return img, plan, fmt.Errorf("%s has no tests to run (go test -c wrote no binary)", p.path)
+			return img, fmt.Errorf("%s has no tests to run (go test -c wrote no binary)", p.path)
 		}
 		guestBin := vm.GuestDir + "/tests/" + p.name + ".test"
 		dir := vm.GuestDir + "/pkg/" + p.name
 		img.Files[guestBin] = out
 		if td := filepath.Join(root, p.path, "testdata"); isDir(td) {
 			if err := vm.AddTree(img.Files, dir+"/testdata", td); err != nil {
-				return img, plan, err
+				return img, err
 			}
 		}
-		plan.Packages = append(plan.Packages, vm.PlanPackage{
+		img.Plan.Packages = append(img.Plan.Packages, vm.PlanPackage{
 			Name: p.path, Binary: guestBin, Dir: dir, Args: p.args, Timeout: o.pkgTimeout + 30*time.Second,
 		})
 		needReference = needReference || p.path == "./test"
@@ -425,17 +425,17 @@ func build(o *options, pkgs []testPackage, kernel vm.Kernel, tmp string) (vm.Ini
 		for _, install := range []func() (string, error){harness.ReferencePluginsDir, harness.CnitoolPath} {
 			p, err := install()
 			if err != nil {
-				return img, plan, fmt.Errorf("installing reference binaries: %w", err)
+				return img, fmt.Errorf("installing reference binaries: %w", err)
 			}
 			if !isDir(p) {
 				p = filepath.Dir(p)
 			}
 			if err := vm.AddTree(img.Files, vm.GuestDir+"/cache/nsnet-test/"+filepath.Base(p), p); err != nil {
-				return img, plan, err
+				return img, err
 			}
 		}
 	}
-	return img, plan, nil
+	return img, nil
 }
 
 // goBuild runs the go command in the module root with cgo off: the guest

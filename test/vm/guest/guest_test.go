@@ -1,12 +1,12 @@
 package guest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,13 +90,12 @@ func write(t *testing.T, p, v string) {
 func keyed(t *testing.T, p string) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	sc := bufio.NewScanner(strings.NewReader(readTrim(t, p)))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	for line := range strings.Lines(readTrim(t, p)) {
+		f := strings.Fields(line)
 		if len(f) == 2 {
 			n, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
-				t.Fatalf("%s: %q: %v", p, sc.Text(), err)
+				t.Fatalf("%s: %q: %v", p, strings.TrimSpace(line), err)
 			}
 			out[f[0]] = n
 		}
@@ -129,17 +128,9 @@ func TestCgroup2Hierarchy(t *testing.T) {
 			t.Errorf("controller %s not enabled in the root's cgroup.subtree_control %v", c, enabled)
 		}
 	}
-	if n := runtimeCPUs(t); n < 2 {
+	if n := runtime.NumCPU(); n < 2 {
 		t.Errorf("the guest has %d CPUs, want at least 2 for cpuset tests", n)
 	}
-}
-
-func runtimeCPUs(t *testing.T) int {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		t.Fatal(err)
-	}
-	return set.Count()
 }
 
 func TestScratchDisk(t *testing.T) {

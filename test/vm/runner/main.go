@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -24,7 +25,7 @@ import (
 )
 
 func main() {
-	planPath := flag.String("plan", "/vmtest/plan.json", "the plan the host wrote")
+	planPath := flag.String("plan", vm.GuestPlan, "the plan the host wrote")
 	flag.Parse()
 	if err := run(*planPath); err != nil {
 		fmt.Fprintln(os.Stderr, "vmtest runner:", err)
@@ -180,16 +181,8 @@ func describeGuest() []string {
 	}
 	uptime, _, _ := strings.Cut(read("/proc/uptime"), " ")
 	return []string{
-		fmt.Sprintf("kernel %s, pid 1 %s, %d CPUs", unix.ByteSliceToString(uts.Release[:]), read("/proc/1/comm"), countCPUs()),
+		fmt.Sprintf("kernel %s, pid 1 %s, %d CPUs", unix.ByteSliceToString(uts.Release[:]), read("/proc/1/comm"), runtime.NumCPU()),
 		"/sys/fs/cgroup is " + cgfs + ", controllers: " + read("/sys/fs/cgroup/cgroup.controllers") + "; root subtree_control: " + read("/sys/fs/cgroup/cgroup.subtree_control"),
 		"runner cgroup " + read("/proc/self/cgroup") + ", uptime " + uptime + "s",
 	}
-}
-
-func countCPUs() int {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return 0
-	}
-	return set.Count()
 }
