@@ -170,7 +170,7 @@ func BuildProjectPlugins(dir string) error {
 	if err != nil {
 		return err
 	}
-	list := goCommand(root, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./plugins/...", "./cmd/...")
+	list := GoCommand(root, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./plugins/...", "./cmd/...")
 	out, err := run(list)
 	if err != nil {
 		return err
@@ -179,7 +179,7 @@ func BuildProjectPlugins(dir string) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	build := goCommand(root, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	build := GoCommand(root, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
 	// Static binaries, as `make build` makes them: nsnet executes itself as
 	// the init inside containers whose root has no C library.
 	build.Env = append(build.Env, "CGO_ENABLED=0")
@@ -189,7 +189,7 @@ func BuildProjectPlugins(dir string) error {
 
 // ModuleRoot is the directory of this module's go.mod, found the way the go command finds it.
 func ModuleRoot() (string, error) {
-	out, err := run(goCommand("", "env", "GOMOD"))
+	out, err := run(GoCommand("", "env", "GOMOD"))
 	if err != nil {
 		return "", err
 	}
@@ -256,7 +256,7 @@ func GoInstall(name string, pkgs []string, env ...string) (string, error) {
 		return "", fmt.Errorf("creating %s: %w", dir, err)
 	}
 	// Run outside this module so its go.mod and any go.work cannot change what is installed.
-	cmd := goCommand(os.TempDir(), append([]string{"install"}, pkgs...)...)
+	cmd := GoCommand(os.TempDir(), append([]string{"install"}, pkgs...)...)
 	cmd.Env = append(append(cmd.Env, "GOBIN="+dir, "GOWORK=off"), env...)
 	if _, err := run(cmd); err != nil {
 		return "", err
@@ -282,9 +282,9 @@ func LockFile(path string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// goCommand runs the go tool that is on PATH, or the standard install when PATH lacks it (CI
+// GoCommand runs the go tool that is on PATH, or the standard install when PATH lacks it (CI
 // scripts and sudo often reset PATH).
-func goCommand(dir string, args ...string) *exec.Cmd {
+func GoCommand(dir string, args ...string) *exec.Cmd {
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
 		goBin = "/usr/local/go/bin/go"

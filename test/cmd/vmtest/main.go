@@ -441,13 +441,8 @@ func build(o *options, pkgs []testPackage, kernel vm.Kernel, tmp string) (vm.Ini
 // goBuild runs the go command in the module root with cgo off: the guest
 // has no C library.
 func goBuild(root string, args ...string) error {
-	goBin := "go"
-	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	cmd := exec.Command(goBin, args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd := harness.GoCommand(root, args...)
+	cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
