@@ -29,16 +29,16 @@ type Cgroup struct {
 // cgroupPlan decides a new container's cgroup and validates its limits,
 // before anything exists. A host without cgroups runs containers without
 // one, unless limits were asked for.
-func cgroupPlan(id string, cfg Config) (*Cgroup, error) {
+func cgroupPlan(id string, cfg Config) (*Cgroup, cgroups.Manager, error) {
 	if cfg.Privileged && len(cfg.DeviceRules) > 0 {
-		return nil, errors.New("device cgroup rules have no effect on a privileged container, which may use every device")
+		return nil, nil, errors.New("device cgroup rules have no effect on a privileged container, which may use every device")
 	}
 	l, err := cgroups.DetectHost()
 	if errors.Is(err, cgroups.ErrNoCgroups) && cfg.Resources.IsZero() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cgroups: %w", err)
+		return nil, nil, fmt.Errorf("cgroups: %w", err)
 	}
 	driver := cfg.CgroupManager
 	if driver == "" {
@@ -47,10 +47,10 @@ func cgroupPlan(id string, cfg Config) (*Cgroup, error) {
 	cg := &Cgroup{Layout: l, Parent: cfg.CgroupParent, Driver: driver}
 	m, err := cg.manager(id, cfg.resources())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cg.Path = m.Path()
-	return cg, nil
+	return cg, m, nil
 }
 
 // manager returns the driver of cg for container id, with the limits r
@@ -135,9 +135,11 @@ func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
 	if st.Cgroup == nil {
 		return nil, nil
 	}
-	m, err = st.Cgroup.manager(st.ID, st.Config.resources())
-	if err != nil {
-		return nil, err
+	// Prepare made it when the container is started by the same process.
+	if m = st.cgm; m == nil {
+		if m, err = st.Cgroup.manager(st.ID, st.Config.resources()); err != nil {
+			return nil, err
+		}
 	}
 	err = s.withParents(func(owned map[string]bool) error {
 		if err := m.Create(); err != nil {
@@ -151,6 +153,7 @@ func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
 	if err != nil {
 		return nil, err
 	}
+	st.cgm = m
 	return m, nil
 }
 
@@ -159,6 +162,9 @@ func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
 func (st *State) cgroupManager() (cgroups.Manager, error) {
 	if st.Cgroup == nil {
 		return nil, fmt.Errorf("container %s has no cgroup", st.ID)
+	}
+	if st.cgm != nil {
+		return st.cgm, nil
 	}
 	return st.Cgroup.manager(st.ID, cgroups.Resources{})
 }
@@ -211,7 +217,7 @@ func (s Store) destroyCgroup(st *State) error {
 			return nil
 		})
 		if err == nil {
-			st.Cgroup = nil
+			st.Cgroup, st.cgm = nil, nil
 			return nil
 		}
 		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {

@@ -109,6 +109,10 @@ type State struct {
 	// OOMKilled: the kernel's OOM killer killed a process of the
 	// container because of its memory limit.
 	OOMKilled bool `json:"oomKilled,omitempty"`
+
+	// cgm is the driver of Cgroup, kept while the process that planned it
+	// goes on to start the container.
+	cgm cgroups.Manager
 }
 
 // Running reports whether the container's PID 1 is still the process

@@ -67,11 +67,11 @@ func (s Store) Prepare(id, name string, cfg Config) (*State, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = id[:min(12, len(id))]
 	}
-	cg, err := cgroupPlan(id, cfg)
+	cg, cgm, err := cgroupPlan(id, cfg)
 	if err != nil {
 		return nil, err
 	}
-	st := &State{ID: id, Name: name, Status: Created, Created: time.Now().UTC(), Config: cfg, Cgroup: cg}
+	st := &State{ID: id, Name: name, Status: Created, Created: time.Now().UTC(), Config: cfg, Cgroup: cg, cgm: cgm}
 	if err := st.setMonitor(os.Getpid()); err != nil {
 		return nil, err
 	}
