@@ -163,22 +163,27 @@ func resumeCommand() *cobra.Command {
 	return cmd
 }
 
-// eachContainerCommand is a command that does do to every container named,
-// in the store --root names, stopping at the first error.
+// eachContainerCommand is a command that does do to every container named.
 func eachContainerCommand(use, short string, do func(s container.Store, ref string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			for _, ref := range args {
-				if err := do(store(), ref); err != nil {
-					return err
-				}
-			}
-			return nil
+			return eachContainer(args, do)
 		},
 	}
+}
+
+// eachContainer does do to every container of refs, in the store --root
+// names, stopping at the first error.
+func eachContainer(refs []string, do func(s container.Store, ref string) error) error {
+	for _, ref := range refs {
+		if err := do(store(), ref); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func updateCommand() *cobra.Command {
@@ -195,12 +200,7 @@ func updateCommand() *cobra.Command {
 			if r.IsZero() {
 				return fmt.Errorf("nothing to update: give at least one limit flag")
 			}
-			for _, ref := range args {
-				if err := store().Update(ref, r); err != nil {
-					return err
-				}
-			}
-			return nil
+			return eachContainer(args, func(s container.Store, ref string) error { return s.Update(ref, r) })
 		},
 	}
 	f.register(cmd.Flags())
