@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -41,6 +39,21 @@ func runSetup() {
 		os.Exit(ExitSetupFailed)
 	}
 	cfg := *m.Config
+	// The parent sends the configuration once the thread that forked
+	// this child has ended (see forkChild), so the signal is now tied to
+	// the parent's main thread. Had the parent died before, the channel
+	// reports it later, when the child waits for the start.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: arming the parent-death signal: %v\n", setupArg0, err)
+		os.Exit(ExitSetupFailed)
+	}
+	// The init's signal subscriptions are made meanwhile, on another
+	// thread.
+	var sigs chan *initproc.Signals
+	if cfg.Init {
+		sigs = make(chan *initproc.Signals, 1)
+		go func() { sigs <- initproc.Subscribe() }()
+	}
 	fail := func(err error) {
 		_ = ch.send(message{Type: msgError, Error: err.Error()})
 		os.Exit(ExitSetupFailed)
@@ -49,6 +62,7 @@ func runSetup() {
 	if err != nil {
 		fail(err)
 	}
+	prepared.signals = sigs
 	if err := ch.send(message{Type: msgReady}); err != nil {
 		os.Exit(ExitSetupFailed)
 	}
@@ -66,6 +80,8 @@ type prepared struct {
 	// threadNS are the namespaces setup entered on its thread alone,
 	// after clone: the other threads are still outside them.
 	threadNS []threadNS
+	// signals delivers the init's signal subscriptions (with Init).
+	signals chan *initproc.Signals
 }
 
 // threadNS is a namespace type one thread of a process can enter alone.
@@ -78,13 +94,12 @@ type threadNS struct {
 // loopback, the root filesystem and sysctls.
 func setup(cfg childConfig) (prepared, error) {
 	p := prepared{initExe: -1}
-	if err := enterCgroups(cfg.CgroupTasks); err != nil {
-		return p, err
+	if !cfg.CgroupNSCloned {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return p, fmt.Errorf("creating the cgroup namespace: %w", err)
+		}
+		p.threadNS = append(p.threadNS, threadNS{"cgroup", unix.CLONE_NEWCGROUP})
 	}
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return p, fmt.Errorf("creating the cgroup namespace: %w", err)
-	}
-	p.threadNS = append(p.threadNS, threadNS{"cgroup", unix.CLONE_NEWCGROUP})
 	switch cfg.Net {
 	case netJoin:
 		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
@@ -236,7 +251,7 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) err
 	// ps shows the init by this name; a failure is only cosmetic.
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
 	cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
-	code := initproc.Run(cmd, func(err error) {
+	code := initproc.Run(cmd, <-p.signals, func(err error) {
 		if err != nil {
 			_ = ch.send(message{Type: msgError, Error: err.Error()})
 		}
@@ -387,33 +402,6 @@ func executable(p string) error {
 	}
 	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return fmt.Errorf("%s: permission denied", p)
-	}
-	return nil
-}
-
-// enterCgroups moves every thread of the setup child into the cgroups
-// whose v1 "tasks" files are given, each thread writing "0" itself: a
-// thread that moves itself spares the kernel the global lock (and its RCU
-// grace period) of moving a whole process. A binary built with cgo has no
-// syscall.AllThreadsSyscall; it moves the process at that price.
-func enterCgroups(tasks []string) error {
-	zero := []byte("0")
-	for _, file := range tasks {
-		fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("entering cgroup %s: %w", filepath.Dir(file), err)
-		}
-		_, _, errno := syscall.AllThreadsSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&zero[0])), 1)
-		if errno == unix.ENOTSUP {
-			procs := filepath.Join(filepath.Dir(file), "cgroup.procs")
-			err = os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0)
-		} else if errno != 0 {
-			err = errno
-		}
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("entering cgroup %s: %w", filepath.Dir(file), err)
-		}
 	}
 	return nil
 }

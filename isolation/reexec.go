@@ -72,7 +72,7 @@ func runInit() {
 	unix.CloseOnExec(syncFD)
 	syncFile := os.NewFile(syncFD, "sync")
 	cmd := initproc.Command{Path: os.Args[1], Args: os.Args[3:], Env: os.Environ(), Terminal: isTerminal(0)}
-	code := initproc.Run(cmd, func(err error) {
+	code := initproc.Run(cmd, nil, func(err error) {
 		if err != nil {
 			_ = newChannel(syncFile).send(message{Type: msgError, Error: err.Error()})
 		}

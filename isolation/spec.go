@@ -161,8 +161,9 @@ type childConfig struct {
 	Privileged bool
 	Init       bool
 	Sysctls    map[string]string
-	// CgroupTasks are the v1 "tasks" files of Options.CgroupTasks.
-	CgroupTasks []string
+	// CgroupNSCloned says the clone made the cgroup namespace: the child
+	// was born in its cgroup, which is then the namespace's root.
+	CgroupNSCloned bool
 }
 
 // resolve validates s and turns it into the child's configuration.

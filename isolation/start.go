@@ -41,11 +41,10 @@ type Options struct {
 	// cgroup as its root. An error stops the start.
 	Place func(pid int) error
 	// CgroupDir (cgroup v2) is a cgroup the container's PID 1 is cloned
-	// into; CgroupTasks (v1) are "tasks" files every thread of it writes
-	// itself into before it does anything else. Either way it never has to
-	// be moved, which costs the kernel an RCU grace period. Use one of
-	// them or Place. Root of a new user namespace may not write the
-	// host's cgroup files, so CgroupTasks does not go with Spec.UserNS.
+	// into; CgroupTasks (v1) are "tasks" files of the cgroups it is
+	// born in (the thread that forks it enters them first). Either way it
+	// never has to be moved, which costs the kernel an RCU grace period.
+	// Use one of them or Place.
 	CgroupDir   string
 	CgroupTasks []string
 }
@@ -70,15 +69,13 @@ type Process struct {
 // created) or ErrSetup.
 //
 // The caller's binary must call Reexec first thing in main: Start runs
-// /proc/self/exe as the setup child. Start kills the container if the OS
-// thread that called it exits (PR_SET_PDEATHSIG), so it must not be called
-// from a goroutine that locks its thread and then ends.
+// /proc/self/exe as the setup child. The container is killed when the
+// calling process ends (PR_SET_PDEATHSIG).
 func Start(spec Spec, opts Options) (*Process, error) {
 	cfg, err := spec.resolve()
 	if err != nil {
 		return nil, err
 	}
-	cfg.CgroupTasks = opts.CgroupTasks
 	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
 		return nil, err
@@ -119,6 +116,14 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		ExtraFiles:  extra,
 		SysProcAttr: sysProcAttr(spec, cfg.Net),
 	}
+	// A child born in its cgroup gets its cgroup namespace at clone, on
+	// every thread. One moved later (Place), or cloned into a cgroup other
+	// than the forking thread's (CgroupDir: the kernel roots a namespace
+	// made at clone in the parent's cgroup), makes it once it is there.
+	if opts.Place == nil && opts.CgroupDir == "" {
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWCGROUP
+		cfg.CgroupNSCloned = true
+	}
 	if opts.CgroupDir != "" {
 		dir, err := os.Open(opts.CgroupDir)
 		if err != nil {
@@ -127,7 +132,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		defer dir.Close()
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 	}
-	if err := cmd.Start(); err != nil {
+	if err := forkChild(cmd, opts.CgroupTasks); err != nil {
 		return nil, fmt.Errorf("%w: starting the setup child: %w", ErrSetup, err)
 	}
 	for _, f := range extra[1:] {
@@ -194,12 +199,8 @@ func (p *Process) ready(ch *channel, console *handover, opts Options) error {
 
 func sysProcAttr(spec Spec, net netMode) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{
-		// The cgroup namespace is made by the child once Options.Place
-		// has moved it: a namespace made at clone would have the caller's
-		// cgroup as its root.
 		Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWPID |
 			unix.CLONE_NEWNS,
-		Pdeathsig: unix.SIGKILL,
 	}
 	if net == netNew {
 		attr.Cloneflags |= unix.CLONE_NEWNET

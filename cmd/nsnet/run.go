@@ -46,6 +46,7 @@ with -d it prints the container's id and a monitor process waits for it.
 Errors of nsnet itself exit with 125.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			go container.PrepareEncoding()
 			cfg, err := f.config(args)
 			if err != nil {
 				return err

@@ -22,6 +22,9 @@ type Manager interface {
 	// Set validates and writes new limits, for a running container too.
 	Set(r Resources) error
 	Stats() (Stats, error)
+	// OOMKills is Stats().OOMKills, read alone: a container's exit
+	// checks it on every run.
+	OOMKills() (uint64, error)
 	// Freeze stops every task of the cgroup and returns once they are stopped.
 	Freeze() error
 	Thaw() error

@@ -259,8 +259,10 @@ func (m *systemdManager) Set(r Resources) error {
 }
 
 func (m *systemdManager) Stats() (Stats, error) { return m.v2.Stats() }
-func (m *systemdManager) Freeze() error         { return m.v2.Freeze() }
-func (m *systemdManager) Thaw() error           { return m.v2.Thaw() }
+
+func (m *systemdManager) OOMKills() (uint64, error) { return m.v2.OOMKills() }
+func (m *systemdManager) Freeze() error             { return m.v2.Freeze() }
+func (m *systemdManager) Thaw() error               { return m.v2.Thaw() }
 
 // Destroy stops the scope; a scope whose processes have all exited is
 // already gone, collected by systemd. The directory must be gone

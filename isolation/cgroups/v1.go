@@ -106,8 +106,14 @@ func (m *v1Manager) create() error {
 }
 
 // initCpuset copies cpuset.cpus and cpuset.mems from the parent: a v1
-// cpuset starts empty and refuses tasks until both are set.
+// cpuset starts empty and refuses tasks until both are set. It also sets
+// cgroup.clone_children, so the kernel fills in the cgroups made below it
+// (the containers' below a parent nsnet made) at mkdir: writing
+// cpuset.cpus costs far more than that.
 func initCpuset(dir string) error {
+	if err := writeFile(dir, "cgroup.clone_children", "1"); err != nil {
+		return err
+	}
 	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
 		cur, err := readFile(dir, f)
 		if err != nil {
@@ -317,14 +323,18 @@ func (m *v1Manager) Stats() (Stats, error) {
 		}
 		s.NrPeriods, s.NrThrottled, s.ThrottledTime = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"]
 	}
-	if d := m.leaf["memory"]; d != "" {
-		oc, err := readKeyed(d, "memory.oom_control")
-		if err != nil {
-			return s, err
-		}
-		s.OOMKills = oc["oom_kill"]
+	var err error
+	s.OOMKills, err = m.OOMKills()
+	return s, err
+}
+
+func (m *v1Manager) OOMKills() (uint64, error) {
+	d := m.leaf["memory"]
+	if d == "" {
+		return 0, nil
 	}
-	return s, nil
+	oc, err := readKeyed(d, "memory.oom_control")
+	return oc["oom_kill"], err
 }
 
 func (m *v1Manager) freezer(state string) error {

@@ -245,12 +245,13 @@ func (m *v2Manager) Stats() (Stats, error) {
 	}
 	s.CPUUsage = cs["usage_usec"] * 1000
 	s.NrPeriods, s.NrThrottled, s.ThrottledTime = cs["nr_periods"], cs["nr_throttled"], cs["throttled_usec"]*1000
+	s.OOMKills, err = m.OOMKills()
+	return s, err
+}
+
+func (m *v2Manager) OOMKills() (uint64, error) {
 	ev, err := readKeyed(m.leaf, "memory.events")
-	if err != nil {
-		return s, err
-	}
-	s.OOMKills = ev["oom_kill"]
-	return s, nil
+	return ev["oom_kill"], err
 }
 
 func (m *v2Manager) freeze(v string) error {

@@ -47,15 +47,35 @@ type Command struct {
 	Terminal bool
 }
 
+// Signals are the init's signal subscriptions, made before the command
+// starts so that neither its early exit nor an early signal is lost.
+// SIGCHLD has its own one-slot channel: a pending value means a reap is
+// due, and each reap collects every exited child.
+type Signals struct {
+	children, forward chan os.Signal
+}
+
+// Subscribe makes the init's subscriptions. os/signal enables each signal
+// in a round trip with a thread of its own, a fraction of a millisecond
+// in all: an init with other work to do first can subscribe on another
+// goroutine meanwhile and hand the result to Run.
+func Subscribe() *Signals {
+	s := &Signals{children: make(chan os.Signal, 1), forward: make(chan os.Signal, 16)}
+	signal.Notify(s.children, unix.SIGCHLD)
+	signal.Notify(s.forward, Forwarded...)
+	return s
+}
+
 // Run starts cmd and serves as its init until it exits; it returns the exit
-// code to leave with. started is called once with the outcome of starting
-// the command (nil on success), so the caller can report a failed execve
+// code to leave with. sigs are the subscriptions from Subscribe; nil makes
+// Run subscribe. started is called once with the outcome of starting the
+// command (nil on success), so the caller can report a failed execve
 // before Run returns 127 (not found) or 126 (not runnable).
 //
 // Run reaps with wait4(-1), so it must own all children of the process. When
 // the process is not PID 1 of a PID namespace, Run makes it a child
 // subreaper so orphaned descendants are still reparented to it and reaped.
-func Run(cmd Command, started func(error)) int {
+func Run(cmd Command, sigs *Signals, started func(error)) int {
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			started(fmt.Errorf("becoming a child subreaper: %w", err))
@@ -69,14 +89,9 @@ func Run(cmd Command, started func(error)) int {
 		return 126
 	}
 
-	// Subscribe before the fork so neither an early exit nor an early signal
-	// is lost. SIGCHLD has its own one-slot channel: a pending value means a
-	// reap is due, and each reap collects every exited child.
-	children := make(chan os.Signal, 1)
-	signal.Notify(children, unix.SIGCHLD)
-	forward := make(chan os.Signal, 16)
-	signal.Notify(forward, Forwarded...)
-
+	if sigs == nil {
+		sigs = Subscribe()
+	}
 	pid, err := syscall.ForkExec(cmd.Path, cmd.Args, &syscall.ProcAttr{
 		Env:   cmd.Env,
 		Files: []uintptr{0, 1, 2},
@@ -93,10 +108,10 @@ func Run(cmd Command, started func(error)) int {
 
 	for {
 		select {
-		case sig := <-forward:
+		case sig := <-sigs.forward:
 			// ESRCH only means the command is gone and its SIGCHLD is pending.
 			_ = unix.Kill(pid, sig.(unix.Signal))
-		case <-children:
+		case <-sigs.children:
 			if ws, done := reap(pid); done {
 				return ExitCode(ws)
 			}

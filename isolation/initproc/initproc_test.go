@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("NSNET_INITPROC_TEST") != "" {
 		args := os.Args[1:]
-		code := Run(Command{Path: args[0], Args: args, Env: os.Environ()}, func(err error) {
+		code := Run(Command{Path: args[0], Args: args, Env: os.Environ()}, nil, func(err error) {
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "start:", err)
 			}

@@ -176,7 +176,7 @@ func (st *State) noteOOM() {
 	if err != nil {
 		return
 	}
-	if s, err := m.Stats(); err == nil && s.OOMKills > 0 {
+	if n, err := m.OOMKills(); err == nil && n > 0 {
 		st.OOMKilled = true
 	}
 }

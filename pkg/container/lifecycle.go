@@ -78,10 +78,6 @@ func (s Store) Prepare(id, name string, cfg Config) (*State, error) {
 	if err := s.create(st); err != nil {
 		return nil, err
 	}
-	if _, err := writeEtcFiles(st.Dir, cfg); err != nil {
-		s.remove(id)
-		return nil, err
-	}
 	return st, nil
 }
 
@@ -112,24 +108,31 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := st.setMonitor(os.Getpid()); err != nil {
-		return nil, err
+	if st.Monitor != os.Getpid() {
+		if err := st.setMonitor(os.Getpid()); err != nil {
+			return nil, err
+		}
 	}
 	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
 	if _, cni, _ := netNS(st.Config.Net); cni {
 		opts.Prestart = func(pid int) error { return s.attachNetwork(st, pid) }
 	}
+	// The /etc files (in the state directory) and the cgroup do not
+	// depend on each other: they are made side by side.
+	etc := make(chan error, 1)
+	go func() {
+		_, err := writeEtcFiles(st.Dir, st.Config)
+		etc <- err
+	}()
 	cg, err := s.createCgroup(st)
-	if err != nil {
-		return nil, err
+	if err = errors.Join(err, <-etc); err != nil {
+		return nil, errors.Join(err, s.destroyCgroup(st))
 	}
 	if cg != nil {
 		opts.Place = cg.Apply
 		if e, ok := cg.(cgroups.Entrant); ok {
-			// A user-namespaced child may not write v1 cgroup files itself.
-			if entry := e.Entry(); entry.Dir != "" || !st.Config.UserNS {
-				opts.Place, opts.CgroupDir, opts.CgroupTasks = nil, entry.Dir, entry.Tasks
-			}
+			entry := e.Entry()
+			opts.Place, opts.CgroupDir, opts.CgroupTasks = nil, entry.Dir, entry.Tasks
 		}
 	}
 	p, err := isolation.Start(spec, opts)

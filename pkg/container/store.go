@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/nsnet/nsnet/isolation"
 )
 
 // DefaultRoot is where container state lives unless RootEnv or --root
@@ -54,6 +56,16 @@ func (s Store) create(st *State) error {
 		return err
 	}
 	return nil
+}
+
+// PrepareEncoding builds encoding/json's encoders for what starting a
+// container writes: its record and isolation's messages. The first use of
+// each costs about a millisecond of reflection in all; run on a goroutine
+// of its own while the caller parses and validates, it is off the way to
+// the container's start.
+func PrepareEncoding() {
+	isolation.PrepareEncoding()
+	_, _ = json.Marshal(&State{Cgroup: &Cgroup{}})
 }
 
 // save writes st crash-safely: a reader sees the old or the new record,
