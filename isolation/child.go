@@ -39,14 +39,6 @@ func runSetup() {
 		os.Exit(ExitSetupFailed)
 	}
 	cfg := *m.Config
-	// The parent sends the configuration once the thread that forked
-	// this child has ended (see forkChild), so the signal is now tied to
-	// the parent's main thread. Had the parent died before, the channel
-	// reports it later, when the child waits for the start.
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: arming the parent-death signal: %v\n", setupArg0, err)
-		os.Exit(ExitSetupFailed)
-	}
 	// The init's signal subscriptions are made meanwhile, on another
 	// thread.
 	var sigs chan *initproc.Signals
@@ -63,6 +55,12 @@ func runSetup() {
 		fail(err)
 	}
 	prepared.signals = sigs
+	// Privileges go before the parent is told the child is ready: with a
+	// CNI network the parent still runs ADD, which this overlaps.
+	launch, err := lockDown(cfg, prepared, ch, syncFile)
+	if err != nil {
+		fail(err)
+	}
 	if err := ch.send(message{Type: msgReady}); err != nil {
 		os.Exit(ExitSetupFailed)
 	}
@@ -70,10 +68,21 @@ func runSetup() {
 		// The parent gave up (Prestart failed) or is gone.
 		os.Exit(ExitSetupFailed)
 	}
-	fail(execute(cfg, prepared, ch, syncFile))
+	// The parent sends the start once the thread that forked this child
+	// has ended (see forkChild), so the signal is tied to its main thread.
+	// A parent that died before the signal was armed has closed its end
+	// of the channel, which it otherwise keeps open until the command
+	// runs.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fail(fmt.Errorf("arming the parent-death signal: %w", err))
+	}
+	if peerClosed(syncFD) {
+		os.Exit(ExitSetupFailed)
+	}
+	fail(launch())
 }
 
-// prepared is what setup leaves for execute.
+// prepared is what setup leaves for lockDown.
 type prepared struct {
 	path    string // the command, resolved inside the container
 	initExe int    // descriptor of nsnet's binary, for the init; -1 without
@@ -150,13 +159,14 @@ func setup(cfg childConfig) (prepared, error) {
 	return p, nil
 }
 
-// execute drops privileges and replaces the setup child with the command,
-// or makes it the init. It returns only on failure.
-func execute(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error {
+// lockDown drops privileges and returns what then starts the container:
+// it replaces the setup child with the command, or makes it the init, and
+// returns only on failure.
+func lockDown(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (launch func() error, err error) {
 	if cfg.Init {
-		err := becomeInit(cfg, p, ch, syncFile)
+		launch, err := becomeInit(cfg, p, ch, syncFile)
 		if !errors.Is(err, unix.ENOTSUP) {
-			return err
+			return launch, err
 		}
 	}
 	// Every descriptor but stdio (and the channel, which the init reports
@@ -168,36 +178,40 @@ func execute(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error 
 		first = syncFD + 1
 	}
 	if err := closeOnExecFrom(first); err != nil {
-		return err
+		return nil, err
 	}
 	if cfg.Tty {
 		// A new session, so the console can become a controlling
 		// terminal: of the command here, or of the init's child.
 		if _, err := unix.Setsid(); err != nil {
-			return fmt.Errorf("starting a session: %w", err)
+			return nil, fmt.Errorf("starting a session: %w", err)
 		}
 		if !cfg.Init {
 			if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
-				return fmt.Errorf("taking the console as controlling terminal: %w", err)
+				return nil, fmt.Errorf("taking the console as controlling terminal: %w", err)
 			}
 		}
 	}
 	unix.Umask(0o022)
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("setting no_new_privs: %w", err)
+		return nil, fmt.Errorf("setting no_new_privs: %w", err)
 	}
 	if !cfg.Privileged {
 		if err := caps.Apply(cfg.Caps); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if cfg.Init {
-		argv := append([]string{initArg0, p.path, "--"}, cfg.Args...)
-		err := syscall.Exec("/proc/self/fd/"+strconv.Itoa(p.initExe), argv, cfg.Env)
-		return fmt.Errorf("starting the init: %w", err)
+		return func() error {
+			argv := append([]string{initArg0, p.path, "--"}, cfg.Args...)
+			err := syscall.Exec("/proc/self/fd/"+strconv.Itoa(p.initExe), argv, cfg.Env)
+			return fmt.Errorf("starting the init: %w", err)
+		}, nil
 	}
-	err := syscall.Exec(p.path, cfg.Args, cfg.Env)
-	return fmt.Errorf("exec %s: %w", p.path, err)
+	return func() error {
+		err := syscall.Exec(p.path, cfg.Args, cfg.Env)
+		return fmt.Errorf("exec %s: %w", p.path, err)
+	}, nil
 }
 
 // becomeInit makes the setup child the container's init, where it would
@@ -209,22 +223,22 @@ func execute(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error 
 // and is reduced to the container's capabilities (caps.ApplyAllThreads).
 // That takes syscall.AllThreadsSyscall, which fails with ENOTSUP in a
 // binary using cgo, before anything changed: the caller then executes the
-// init. Otherwise becomeInit runs the init, forking the command from this
-// locked thread, and exits with the command's status; it returns only on
-// failure.
-func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) error {
+// init. Otherwise the returned launch runs the init, forking the command
+// from this locked thread, and exits with the command's status; it returns
+// only on failure.
+func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (launch func() error, err error) {
 	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
 		if errno == unix.ENOTSUP {
-			return errno
+			return nil, errno
 		}
-		return fmt.Errorf("setting no_new_privs: %w", errno)
+		return nil, fmt.Errorf("setting no_new_privs: %w", errno)
 	}
 	if err := joinThreadNamespaces(p.threadNS); err != nil {
-		return err
+		return nil, err
 	}
 	unix.Close(p.initExe)
 	if err := closeInherited(); err != nil {
-		return err
+		return nil, err
 	}
 	// Open to report the start of the command, which does not inherit it.
 	unix.CloseOnExec(syncFD)
@@ -232,13 +246,13 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) err
 		// A new session, so the console can become the controlling
 		// terminal of the command.
 		if _, err := unix.Setsid(); err != nil {
-			return fmt.Errorf("starting a session: %w", err)
+			return nil, fmt.Errorf("starting a session: %w", err)
 		}
 	}
 	unix.Umask(0o022)
 	if !cfg.Privileged {
 		if err := caps.ApplyAllThreads(cfg.Caps); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// The init is nsnet's host binary: with the process non-dumpable,
@@ -246,19 +260,21 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) err
 	// needed), so the binary cannot be rewritten from there
 	// (CVE-2019-5736).
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fmt.Errorf("making the init non-dumpable: %w", err)
+		return nil, fmt.Errorf("making the init non-dumpable: %w", err)
 	}
 	// ps shows the init by this name; a failure is only cosmetic.
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
-	cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
-	code := initproc.Run(cmd, <-p.signals, func(err error) {
-		if err != nil {
-			_ = ch.send(message{Type: msgError, Error: err.Error()})
-		}
-		syncFile.Close()
-	})
-	os.Exit(code)
-	return nil
+	return func() error {
+		cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
+		code := initproc.Run(cmd, <-p.signals, func(err error) {
+			if err != nil {
+				_ = ch.send(message{Type: msgError, Error: err.Error()})
+			}
+			syncFile.Close()
+		})
+		os.Exit(code)
+		return nil
+	}, nil
 }
 
 // joinThreadNamespaces moves every thread into the namespaces the
@@ -404,4 +420,11 @@ func executable(p string) error {
 		return fmt.Errorf("%s: permission denied", p)
 	}
 	return nil
+}
+
+// peerClosed reports whether the other end of the socket fd is closed.
+func peerClosed(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // forkChild starts cmd, the setup child, from an OS thread of its own
-// that ends right after, and returns once that thread is gone.
+// that ends right after, and returns that thread's id.
 //
 // With tasks (cgroup v1 "tasks" files) the thread first writes itself
 // into them, so the child is born in the container's cgroups, as
@@ -20,13 +20,14 @@ import (
 // process, and the child's own threads need no moving. The thread cannot
 // go back without writing into the caller's own cgroup, so it ends.
 //
-// The child's parent-death signal is armed by the child itself once it
-// has its configuration (see runSetup), after this thread has ended: the
-// kernel sends that signal when the thread that forked a process ends,
-// and the child is then tied to this process's main thread, which lasts
-// as long as the process. Armed at clone (SysProcAttr.Pdeathsig), any
-// thread Go happened to fork from would kill the container by ending.
-func forkChild(cmd *exec.Cmd, tasks []string) error {
+// The child's parent-death signal is armed by the child itself when it is
+// told to start (see runSetup), which the caller does only after
+// waitThreadEnd: the kernel sends that signal when the thread that forked
+// a process ends, and once that one is gone the child is tied to this
+// process's main thread, which lasts as long as the process. Armed at
+// clone (SysProcAttr.Pdeathsig), any thread Go happened to fork from
+// would kill the container by ending.
+func forkChild(cmd *exec.Cmd, tasks []string) (tid int, err error) {
 	type result struct {
 		tid int
 		err error
@@ -52,8 +53,7 @@ func forkChild(cmd *exec.Cmd, tasks []string) error {
 	}
 	go fork()
 	r := <-done
-	waitThreadEnd(r.tid)
-	return r.err
+	return r.tid, r.err
 }
 
 // enterTasks moves the calling thread into the cgroups of the given v1
@@ -78,10 +78,15 @@ func writeFile(path, data string) error {
 }
 
 // waitThreadEnd waits until thread tid of this process has ended, which
-// follows its goroutine's end within microseconds.
+// follows its goroutine's end within microseconds. It yields rather than
+// sleeps: a timer sleep rounds up to a millisecond.
 func waitThreadEnd(tid int) {
 	pid := unix.Getpid()
-	for unix.Tgkill(pid, tid, 0) == nil {
-		time.Sleep(10 * time.Microsecond)
+	for i := 0; unix.Tgkill(pid, tid, 0) == nil; i++ {
+		if i < 10000 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(time.Millisecond)
+		}
 	}
 }

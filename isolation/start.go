@@ -132,7 +132,10 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		defer dir.Close()
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 	}
-	if err := forkChild(cmd, opts.CgroupTasks); err != nil {
+	tid, err := forkChild(cmd, opts.CgroupTasks)
+	if err != nil {
+		// The thread may hold the container's cgroups busy.
+		waitThreadEnd(tid)
 		return nil, fmt.Errorf("%w: starting the setup child: %w", ErrSetup, err)
 	}
 	for _, f := range extra[1:] {
@@ -142,7 +145,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	}
 	childEnd.Close()
 	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
-	if err := p.setup(newChannel(parentEnd), cfg, console, opts); err != nil {
+	if err := p.setup(newChannel(parentEnd), cfg, console, opts, tid); err != nil {
 		_ = cmd.Process.Kill()
 		code, _ := p.Wait()
 		if errors.Is(err, errChildClosed) {
@@ -153,7 +156,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) setup(ch *channel, cfg childConfig, console *handover, opts Options) error {
+func (p *Process) setup(ch *channel, cfg childConfig, console *handover, opts Options, forker int) error {
 	if opts.Place != nil {
 		if err := opts.Place(p.Pid); err != nil {
 			return fmt.Errorf("placing the container in its cgroup: %w", err)
@@ -176,9 +179,12 @@ func (p *Process) setup(ch *channel, cfg childConfig, console *handover, opts Op
 			err = fmt.Errorf("prestart: %w", perr)
 		}
 	}
+	waitThreadEnd(forker)
 	if err != nil {
 		return err
 	}
+	// The child arms its parent-death signal on this message, now that
+	// the thread that forked it is gone (see forkChild).
 	if err := ch.send(message{Type: msgStart}); err != nil {
 		return err
 	}

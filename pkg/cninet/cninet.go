@@ -11,6 +11,7 @@ package cninet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -124,6 +125,20 @@ func Load(name, confDir string, binDirs []string, dirs Dirs) (*Network, error) {
 	n.Embedded = true
 	return n, nil
 }
+
+// PrepareEncoding builds encoding/json's codecs for the CNI results an
+// attachment decodes and encodes between its plugins and into the cache.
+// Their first use costs about a millisecond of reflection while the
+// plugins wait; on a goroutine of its own, early, it overlaps other work.
+func PrepareEncoding() {
+	var r types100.Result
+	_ = json.Unmarshal([]byte(sampleResult), &r)
+	_, _ = json.Marshal(&r)
+}
+
+const sampleResult = `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"/x"}],` +
+	`"ips":[{"address":"10.0.0.2/24","gateway":"10.0.0.1","interface":0}],` +
+	`"routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1"}],"dns":{"nameservers":["10.0.0.1"],"search":["x"]}}`
 
 // notDefined says which networks confDir does define, which is what a user
 // who mistyped a name needs.

@@ -113,6 +113,9 @@ type State struct {
 	// cgm is the driver of Cgroup, kept while the process that planned it
 	// goes on to start the container.
 	cgm cgroups.Manager
+	// cni is the loaded CNI network of a container this process attached,
+	// which its detach reuses.
+	cni *cninet.Network
 }
 
 // Running reports whether the container's PID 1 is still the process

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nsnet/nsnet/isolation"
 	"github.com/nsnet/nsnet/isolation/cgroups"
+	"github.com/nsnet/nsnet/pkg/cninet"
 )
 
 // logFile holds the output of a detached container.
@@ -115,7 +116,25 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	}
 	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
 	if _, cni, _ := netNS(st.Config.Net); cni {
-		opts.Prestart = func(pid int) error { return s.attachNetwork(st, pid) }
+		// Loading the network (files, and the host's routes for the
+		// built-in one) overlaps the cgroup's creation and the clone.
+		type loaded struct {
+			n   *cninet.Network
+			err error
+		}
+		nc := make(chan loaded, 1)
+		go func() {
+			cninet.PrepareEncoding()
+			n, err := st.Config.loadNetwork()
+			nc <- loaded{n, err}
+		}()
+		opts.Prestart = func(pid int) error {
+			l := <-nc
+			if l.err != nil {
+				return l.err
+			}
+			return s.attachNetwork(st, l.n, pid)
+		}
 	}
 	// The /etc files (in the state directory) and the cgroup do not
 	// depend on each other: they are made side by side.

@@ -58,15 +58,12 @@ func (c Config) loadNetwork() (*cninet.Network, error) {
 	return cninet.Load(c.Net, cni.ConfDir, cni.BinDirs, cninet.Dirs{StateRoot: cni.StateRoot})
 }
 
-// attachNetwork is the container's Prestart for a CNI network: it pins
+// attachNetwork is the container's Prestart for a CNI network n: it pins
 // the netns of pid, runs ADD, records the result and rewrites the
 // container's /etc/hosts and /etc/resolv.conf from it. On error nothing of
 // the attachment is left.
-func (s Store) attachNetwork(st *State, pid int) error {
-	n, err := st.Config.loadNetwork()
-	if err != nil {
-		return err
-	}
+func (s Store) attachNetwork(st *State, n *cninet.Network, pid int) error {
+	st.cni = n
 	pin := filepath.Join(st.Dir, netnsFile)
 	if err := pinNetNS(pid, pin); err != nil {
 		return err
@@ -119,24 +116,34 @@ func (nw *Network) fill(res *types100.Result, ports []cninet.PortMapping) {
 	}
 }
 
-// detachNetwork runs DEL for the container's attachment, if it has one,
-// and unpins its netns. It clears st.Network on success; the caller
+// detachNetwork unpins the netns of the container's attachment, if it has
+// one, and runs DEL for it. It clears st.Network on success; the caller
 // records st.
+//
+// The container's processes are gone by now, so the netns goes with the
+// pin, and with it the container's end of the network; DEL then cleans
+// up after it with an empty CNI_NETNS, as the spec allows and containerd
+// does. The kernel tears the namespace down in the background, where
+// deleting the container's interface inside a live netns would make DEL
+// wait for it.
 func (s Store) detachNetwork(st *State) error {
 	nw := st.Network
 	if nw == nil {
 		return nil
 	}
-	n, err := st.Config.loadNetwork()
+	if err := unpinNetNS(nw.NetNS); err != nil {
+		return fmt.Errorf("container %s: %w", st.ID, err)
+	}
+	n, err := st.cni, error(nil)
+	if n == nil {
+		n, err = st.Config.loadNetwork()
+	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cniTimeout)
 		defer cancel()
-		err = cninet.Detach(ctx, n, st.ID, nw.NetNS, nw.IfName)
+		err = cninet.Detach(ctx, n, st.ID, "", nw.IfName)
 	}
 	if err != nil {
-		return fmt.Errorf("container %s: %w", st.ID, err)
-	}
-	if err := unpinNetNS(nw.NetNS); err != nil {
 		return fmt.Errorf("container %s: %w", st.ID, err)
 	}
 	st.Network = nil

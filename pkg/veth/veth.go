@@ -56,7 +56,11 @@ func Create(host, cont string, contNS ns.NetNS, mtu int, contMAC net.HardwareAdd
 }
 
 // Delete removes a pair by its host end. A missing link is not an error,
-// which makes DEL idempotent.
+// which makes DEL idempotent. Nor is a pair whose container end is in a
+// network namespace on its way out (the runtime released it before DEL):
+// the kernel is removing that pair with the namespace, and deleting it
+// here would only wait, with the RTNL lock, for the same RCU grace periods
+// (tens of milliseconds) that its own cleanup waits for in the background.
 func Delete(host string) error {
 	l, err := netlinksafe.LinkByName(host)
 	if err != nil {
@@ -64,6 +68,9 @@ func Delete(host string) error {
 			return nil
 		}
 		return fmt.Errorf("looking up %s: %w", host, err)
+	}
+	if peerNetnsDying(l) {
+		return nil
 	}
 	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
 		return fmt.Errorf("deleting %s: %w", host, err)
@@ -87,6 +94,21 @@ func DeleteIn(contNS ns.NetNS, ifName string) error {
 		}
 		return nil
 	})
+}
+
+// nsidNotAssigned is NETNSA_NSID_NOT_ASSIGNED (-1) as the netlink library
+// decodes IFLA_LINK_NETNSID: unsigned. It leaves the attribute out, which
+// it reports as -1, when the peer is in the link's own namespace.
+const nsidNotAssigned = 1<<32 - 1
+
+// peerNetnsDying reports whether l's peer lives in another network
+// namespace that is being destroyed. The kernel names a live peer
+// namespace by an id, allocating one if needed, and a dying one it can no
+// longer take a reference on as not assigned. Right after the last
+// reference went, the old id may still be reported: the pair is then
+// deleted as any other, which is correct, only slower.
+func peerNetnsDying(l netlink.Link) bool {
+	return l.Attrs().NetNsID == nsidNotAssigned
 }
 
 func isNotFound(err error) bool {

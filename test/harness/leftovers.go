@@ -196,6 +196,12 @@ func linkLines(n *NetNS) ([]linkInfo, error) {
 	}
 	out := make([]linkInfo, 0, len(links))
 	for _, l := range links {
+		// A pair whose other end is in a namespace being destroyed is
+		// on its way out: the kernel removes it with that namespace, in
+		// the background (NETNSA_NSID_NOT_ASSIGNED, decoded unsigned).
+		if l.Attrs().NetNsID == 1<<32-1 {
+			continue
+		}
 		out = append(out, linkInfo{name: l.Attrs().Name, kind: l.Type()})
 	}
 	return out, nil
