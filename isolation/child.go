@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,11 +19,12 @@ import (
 )
 
 // Descriptors Start gives the setup child besides the sync channel: the
-// network namespace to join and the socket the console's pty master is
-// sent back on, when the container has them.
+// network namespace to join, the socket the console's pty master is sent
+// back on and the bound exec socket, when the container has them.
 const (
-	netnsFD   = 4
-	consoleFD = 5
+	netnsFD      = 4
+	consoleFD    = 5
+	execSocketFD = 6
 )
 
 // runSetup is the setup child. It runs on one locked thread from start to
@@ -109,6 +111,15 @@ func setup(cfg childConfig) (prepared, error) {
 		}
 		p.threadNS = append(p.threadNS, threadNS{"cgroup", unix.CLONE_NEWCGROUP})
 	}
+	if cfg.ExecSocket {
+		// Listening here, not in Start, makes the init the socket's peer
+		// (SO_PEERCRED) that Exec checks. Close-on-exec: the init keeps
+		// it, the command does not get it.
+		unix.CloseOnExec(execSocketFD)
+		if err := unix.Listen(execSocketFD, 16); err != nil {
+			return p, fmt.Errorf("listening on the exec socket: %w", err)
+		}
+	}
 	switch cfg.Net {
 	case netJoin:
 		if err := unix.Setns(netnsFD, unix.CLONE_NEWNET); err != nil {
@@ -153,7 +164,7 @@ func setup(cfg childConfig) (prepared, error) {
 		return p, fmt.Errorf("working directory %s: %w", cfg.Cwd, err)
 	}
 	var err error
-	if p.path, err = lookPath(cfg.Args[0], cfg.Env); err != nil {
+	if p.path, err = lookPath(".", cfg.Args[0], cfg.Env); err != nil {
 		return p, err
 	}
 	return p, nil
@@ -179,6 +190,12 @@ func lockDown(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (laun
 	}
 	if err := closeOnExecFrom(first); err != nil {
 		return nil, err
+	}
+	if cfg.ExecSocket {
+		// For the init executed below, which takes it up (runInit).
+		if _, err := unix.FcntlInt(execSocketFD, unix.F_SETFD, 0); err != nil {
+			return nil, fmt.Errorf("passing the exec socket to the init: %w", err)
+		}
 	}
 	if cfg.Tty {
 		// A new session, so the console can become a controlling
@@ -264,6 +281,14 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (la
 	}
 	// ps shows the init by this name; a failure is only cosmetic.
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
+	var serve func(*initproc.Children)
+	if cfg.ExecSocket {
+		srv, err := newExecServer(execSocketFD)
+		if err != nil {
+			return nil, err
+		}
+		serve = srv.serve
+	}
 	return func() error {
 		cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
 		code := initproc.Run(cmd, <-p.signals, func(err error) {
@@ -271,7 +296,7 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (la
 				_ = ch.send(message{Type: msgError, Error: err.Error()})
 			}
 			syncFile.Close()
-		})
+		}, serve)
 		os.Exit(code)
 		return nil
 	}, nil
@@ -384,11 +409,18 @@ func loopbackUp() error {
 	return nil
 }
 
-// lookPath finds file the way a shell would, with the container's PATH,
-// after the switch into the container's root.
-func lookPath(file string, env []string) (string, error) {
+// lookPath finds file the way a shell in directory dir would, with the
+// container's PATH, after the switch into the container's root. A
+// relative result is relative to dir.
+func lookPath(dir, file string, env []string) (string, error) {
+	check := func(p string) error {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return executable(p)
+	}
 	if strings.Contains(file, "/") {
-		if err := executable(file); err != nil {
+		if err := check(file); err != nil {
 			return "", err
 		}
 		return file, nil
@@ -399,12 +431,12 @@ func lookPath(file string, env []string) (string, error) {
 			path = v
 		}
 	}
-	for _, dir := range strings.Split(path, ":") {
-		if dir == "" {
-			dir = "."
+	for _, d := range strings.Split(path, ":") {
+		if d == "" {
+			d = "."
 		}
-		p := dir + "/" + file
-		if executable(p) == nil {
+		p := d + "/" + file
+		if check(p) == nil {
 			return p, nil
 		}
 	}

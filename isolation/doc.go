@@ -11,6 +11,11 @@
 // execs the command or becomes the built-in init (package initproc). That copy recognises itself in Reexec, which main must
 // call first. The handshake between the two is drawn in sync.go.
 //
+// Exec runs a further command in a running container: a go-between joins
+// the container's namespaces from outside, or, in a container with an exec
+// socket (needed for its user namespace, which a Go process cannot join),
+// the container's init starts the command as its child (initexec.go).
+//
 // Subpackages: rootfs builds the root filesystem, caps computes and applies
 // capability sets, initproc is the PID 1.
 package isolation

@@ -52,9 +52,14 @@ type ExecSpec struct {
 	// to Options' stdio as Spec.Tty does.
 	Tty bool
 	// Privileged, CapAdd and CapDrop should be the container's, so the
-	// command gets the same capability set.
+	// command gets the same capability set. Not used with Socket: the
+	// command then has the init's, which are the container's.
 	Privileged      bool
 	CapAdd, CapDrop []string
+	// Socket is the container's Spec.ExecSocket, when it has one: its init
+	// starts the command then, instead of a go-between that joins the
+	// container's namespaces.
+	Socket string
 }
 
 // nsOrder is the order the go-between joins the container's namespaces in: the mount
@@ -72,22 +77,28 @@ var nsOrder = []struct {
 }
 
 // Exec runs spec in the namespaces of the container whose PID 1 has host
-// PID pid, and returns once the command runs. Process.Pid is the host PID
-// of a go-between, which relays signals to the command and exits with its
-// status.
+// PID pid, and returns once the command runs.
 //
-// Joining is done by that go-between, a copy of the binary started with
-// argv[0] execJoinArg0: on a locked thread, after unsharing the thread's
+// With spec.Socket, the container's init starts the command as its child
+// (see initexec.go), so it has all that the container's command has:
+// every namespace, the user namespace included, the cgroup, the
+// capability set and no_new_privs. Process.Pid is then the command's host
+// PID (-1 if it has exited already), and Process.Signal signals it.
+//
+// Otherwise Process.Pid is the host PID of a go-between, which relays
+// signals to the command and exits with its status. Joining is done by
+// that go-between, a copy of the binary started with argv[0]
+// execJoinArg0: on a locked thread, after unsharing the thread's
 // filesystem attributes (which the kernel requires for the mount
 // namespace), it joins the IPC, UTS, network, PID, cgroup and mount
 // namespaces and forks another copy, the exec child, which starts inside
 // all of them, applies the capability set and no_new_privs and execs the
 // command. The caller's own threads never change namespace. A user
 // namespace cannot be joined by a multi-threaded process, which every Go
-// process is; for a container with one, the command runs with the host
-// uid and gid the container's root maps to, which makes it that root to
-// the container's files but gives it no capability in the container's
-// user namespace.
+// process is: for a container with one but without an exec socket (no
+// init), the command runs with the host uid and gid the container's root
+// maps to, which makes it that root to the container's files but gives it
+// no capability in the container's user namespace.
 func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	if len(spec.Args) == 0 || spec.Args[0] == "" {
 		return nil, invalid("no command")
@@ -99,11 +110,15 @@ func Exec(pid int, spec ExecSpec, opts Options) (*Process, error) {
 	if !strings.HasPrefix(cwd, "/") {
 		return nil, invalid("working directory %q is not absolute", spec.Cwd)
 	}
+	env := defaultEnv(spec.Env, spec.Hostname)
+	if spec.Socket != "" {
+		return execByInit(pid, spec.Socket, execRequest{Args: spec.Args, Env: env, Cwd: cwd, Tty: spec.Tty}, opts)
+	}
 	set, err := caps.Resolve(spec.Privileged, spec.CapAdd, spec.CapDrop)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	cfg := childConfig{Args: spec.Args, Env: defaultEnv(spec.Env, spec.Hostname), Cwd: cwd, Caps: set, Privileged: spec.Privileged, Tty: spec.Tty}
+	cfg := childConfig{Args: spec.Args, Env: env, Cwd: cwd, Caps: set, Privileged: spec.Privileged, Tty: spec.Tty}
 
 	parentEnd, childEnd, err := socketPair("nsnet-sync", "sync")
 	if err != nil {
@@ -294,10 +309,26 @@ func userNSCredential(pid int) (*syscall.Credential, error) {
 
 // hostIDOfRoot reads the host id that id 0 maps to in a uid_map or gid_map.
 func hostIDOfRoot(path string) (int, error) {
+	maps, err := readIDMap(path)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	for _, m := range maps {
+		if m.ContainerID <= 0 && 0 < m.ContainerID+m.Size {
+			return m.HostID - m.ContainerID, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %s does not map id 0", ErrSetup, path)
+}
+
+// readIDMap reads a uid_map or gid_map; HostID is the id in the user
+// namespace above the one the map is of.
+func readIDMap(path string) ([]IDMap, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("%w: reading %s: %w", ErrSetup, path, err)
+		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
+	var maps []IDMap
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) != 3 {
@@ -306,14 +337,11 @@ func hostIDOfRoot(path string) (int, error) {
 		inside, err1 := strconv.Atoi(f[0])
 		outside, err2 := strconv.Atoi(f[1])
 		size, err3 := strconv.Atoi(f[2])
-		if err1 != nil || err2 != nil || err3 != nil {
-			continue
-		}
-		if inside <= 0 && 0 < inside+size {
-			return outside - inside, nil
+		if err1 == nil && err2 == nil && err3 == nil {
+			maps = append(maps, IDMap{ContainerID: inside, HostID: outside, Size: size})
 		}
 	}
-	return 0, fmt.Errorf("%w: %s does not map id 0", ErrSetup, path)
+	return maps, nil
 }
 
 // runExec is the exec child: in the container's namespaces already, it
@@ -339,7 +367,7 @@ func runExec() {
 		if err := unix.Chdir(cfg.Cwd); err != nil {
 			return fmt.Errorf("working directory %s: %w", cfg.Cwd, err)
 		}
-		path, err := lookPath(cfg.Args[0], cfg.Env)
+		path, err := lookPath(".", cfg.Args[0], cfg.Env)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "not found") {
 				code = 127

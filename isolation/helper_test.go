@@ -28,6 +28,13 @@ func runHelper(name string) int {
 		return 0
 	case "rootless":
 		return runRootless(os.Args[1], os.Args[2], os.Args[3:])
+	case "rootless-exec":
+		return runRootlessExec(os.Args[1], os.Args[2], os.Args[3:])
+	case "exec-client":
+		// Inside a container: ask its init, PID 1, for a command.
+		_, err := Exec(1, ExecSpec{Args: []string{"true"}, Socket: os.Args[1]}, Options{})
+		fmt.Println(err)
+		return 0
 	}
 	fmt.Fprintln(os.Stderr, errHelper, name)
 	return 2
@@ -38,6 +45,32 @@ func runHelper(name string) int {
 func runRootless(root, volume string, args []string) int {
 	spec := Spec{Rootfs: root, Args: args, UserNS: true, Init: true, Volumes: []Volume{{Source: volume, Target: "/mnt"}}}
 	p, err := Start(spec, Options{Stdout: os.Stdout, Stderr: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return ExitSetupFailed
+	}
+	code, err := p.Wait()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
+}
+
+// runRootlessExec starts a user-namespaced container from an unprivileged
+// process, as runRootless, and execs args into it through its exec socket
+// sock; it returns the exec'd command's exit code.
+func runRootlessExec(root, sock string, args []string) int {
+	spec := Spec{Rootfs: root, Args: []string{"sleep", "30"}, UserNS: true, Init: true, ExecSocket: sock}
+	c, err := Start(spec, Options{Stderr: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return ExitSetupFailed
+	}
+	defer func() {
+		_ = c.Signal(unix.SIGKILL)
+		_, _ = c.Wait()
+	}()
+	p, err := Exec(c.Pid, ExecSpec{Args: args, Socket: sock}, Options{Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return ExitSetupFailed

@@ -377,33 +377,8 @@ func TestUserNamespace(t *testing.T) {
 // root; what root makes there belongs to the caller on the host.
 func TestRootlessUserNamespace(t *testing.T) {
 	root := needRoot(t)
-	const nobody = 65534
-	// The test binary sits in a directory only root may enter; the
-	// unprivileged caller runs a copy.
-	dir := t.TempDir()
-	chmodParents(t, dir)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "isolation.test")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	vol := filepath.Join(dir, "vol")
-	if err := os.Mkdir(vol, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(vol, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, root, vol, "sh", "-c", `id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; touch /mnt/made-inside`)
-	cmd.Env = []string{helperEnv + "=rootless"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	bin, vol := rootlessSetup(t)
+	cmd := rootlessCommand(bin, "rootless", root, vol, "sh", "-c", `id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; touch /mnt/made-inside`)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("rootless container: %v\n%s", err, out)
@@ -418,6 +393,63 @@ func TestRootlessUserNamespace(t *testing.T) {
 	}
 	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != nobody || sys.Gid != nobody {
 		t.Fatalf("file made by root inside is owned by %d:%d on the host, want the caller %d", sys.Uid, sys.Gid, nobody)
+	}
+}
+
+// nobody is the unprivileged caller of the rootless tests.
+const nobody = 65534
+
+// rootlessSetup returns a copy of the test binary the unprivileged caller
+// may run (the test binary sits in a directory only root may enter) and a
+// directory of that caller's.
+func rootlessSetup(t *testing.T) (bin, vol string) {
+	t.Helper()
+	dir := t.TempDir()
+	chmodParents(t, dir)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "isolation.test")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vol = filepath.Join(dir, "vol")
+	if err := os.Mkdir(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(vol, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	return bin, vol
+}
+
+// rootlessCommand runs helper of the test binary bin as nobody.
+func rootlessCommand(bin, helper string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{helperEnv + "=" + helper}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	return cmd
+}
+
+// An unprivileged caller can exec into its user-namespaced container: the
+// init serves the user who started it.
+func TestRootlessExec(t *testing.T) {
+	root := needRoot(t)
+	bin, vol := rootlessSetup(t)
+	cmd := rootlessCommand(bin, "rootless-exec", root, filepath.Join(vol, "exec.sock"), "sh", "-c", `id -u; grep CapEff /proc/self/status; exit 6`)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 6 {
+		t.Fatalf("rootless exec: %v, want exit code 6\n%s", err, out)
+	}
+	got := regexp.MustCompile(`[ \t]+`).ReplaceAllString(string(out), " ")
+	if want := fmt.Sprintf("0\nCapEff: %s\n", caps.Default); got != want {
+		t.Fatalf("output %q, want %q", got, want)
 	}
 }
 

@@ -60,7 +60,8 @@ func init() { Reexec() }
 // [nsnet-init PATH -- ARGV...]. It reports the outcome of starting the
 // command on the sync channel, which it closes so the command does not
 // inherit it. A terminal on stdin is the container's console (Spec.Tty),
-// handed on to the command.
+// handed on to the command. A listening socket at execSocketFD, which
+// lockDown leaves open only for a container with one, is the exec socket.
 func runInit() {
 	if len(os.Args) < 4 || os.Args[2] != "--" {
 		fmt.Fprintf(os.Stderr, "%s: usage: %s PATH -- ARGV...\n", initArg0, initArg0)
@@ -71,12 +72,22 @@ func runInit() {
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
 	unix.CloseOnExec(syncFD)
 	syncFile := os.NewFile(syncFD, "sync")
-	cmd := initproc.Command{Path: os.Args[1], Args: os.Args[3:], Env: os.Environ(), Terminal: isTerminal(0)}
-	code := initproc.Run(cmd, nil, func(err error) {
+	report := func(err error) {
 		if err != nil {
 			_ = newChannel(syncFile).send(message{Type: msgError, Error: err.Error()})
 		}
 		syncFile.Close()
-	})
-	os.Exit(code)
+	}
+	var serve func(*initproc.Children)
+	if on, err := unix.GetsockoptInt(execSocketFD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && on == 1 {
+		unix.CloseOnExec(execSocketFD)
+		srv, err := newExecServer(execSocketFD)
+		if err != nil {
+			report(err)
+			os.Exit(ExitSetupFailed)
+		}
+		serve = srv.serve
+	}
+	cmd := initproc.Command{Path: os.Args[1], Args: os.Args[3:], Env: os.Environ(), Terminal: isTerminal(0)}
+	os.Exit(initproc.Run(cmd, nil, report, serve))
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nsnet/nsnet/isolation/caps"
 	"github.com/nsnet/nsnet/isolation/rootfs"
 )
@@ -69,6 +71,12 @@ type Spec struct {
 	// child: signals are forwarded and orphans reaped. Without it the
 	// command is PID 1 and the kernel drops signals it does not handle.
 	Init bool
+	// ExecSocket, with Init, is a host path where Start makes a unix
+	// socket on which the init starts commands for Exec (ExecSpec.Socket).
+	// Such a command is a child of the init, so it has every namespace of
+	// the container, its user namespace included, which no Go process can
+	// join from outside. Wait removes the socket.
+	ExecSocket string
 	// Sysctls are written inside the container before /proc/sys becomes
 	// read-only; only keys namespaced by a namespace the container owns
 	// are accepted (IPC keys, net.* unless NetNS is "host",
@@ -164,6 +172,9 @@ type childConfig struct {
 	// CgroupNSCloned says the clone made the cgroup namespace: the child
 	// was born in its cgroup, which is then the namespace's root.
 	CgroupNSCloned bool
+	// ExecSocket: descriptor execSocketFD is the bound exec socket, for
+	// the init to listen on.
+	ExecSocket bool
 }
 
 // resolve validates s and turns it into the child's configuration.
@@ -212,6 +223,17 @@ func (s Spec) resolve() (childConfig, error) {
 			return c, invalid("joining network namespace %s from a new user namespace is not supported", s.NetNS)
 		}
 		c.Net = netJoin
+	}
+	if s.ExecSocket != "" {
+		switch {
+		case !s.Init:
+			return c, invalid("an exec socket needs the init")
+		case !filepath.IsAbs(s.ExecSocket):
+			return c, invalid("exec socket %q is not an absolute path", s.ExecSocket)
+		case len(s.ExecSocket) >= len(unix.RawSockaddrUnix{}.Path):
+			return c, invalid("exec socket path %s is too long for a unix socket", s.ExecSocket)
+		}
+		c.ExecSocket = true
 	}
 	if !s.UserNS && (len(s.UIDMap) > 0 || len(s.GIDMap) > 0) {
 		return c, invalid("uid/gid maps need a user namespace")

@@ -133,6 +133,9 @@ func TestResolve(t *testing.T) {
 		{"unknown capability", with(func(s *Spec) { s.CapAdd = []string{"FLY"} })},
 		{"shared propagation", with(func(s *Spec) { s.Propagation = "shared" })},
 		{"net sysctl with host net", with(func(s *Spec) { s.NetNS = "host"; s.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} })},
+		{"exec socket without init", with(func(s *Spec) { s.ExecSocket = "/run/x.sock" })},
+		{"relative exec socket", with(func(s *Spec) { s.Init = true; s.ExecSocket = "x.sock" })},
+		{"long exec socket path", with(func(s *Spec) { s.Init = true; s.ExecSocket = "/" + strings.Repeat("a", 107) })},
 	}
 	for _, tt := range invalid {
 		if _, err := tt.spec.resolve(); !errors.Is(err, ErrInvalidSpec) {
@@ -141,18 +144,20 @@ func TestResolve(t *testing.T) {
 	}
 
 	c, err := Spec{
-		Args:     []string{"sh"},
-		Cwd:      "/work",
-		Rootfs:   dir + "/.",
-		Volumes:  []Volume{{Source: dir, Target: "/data/", ReadOnly: true}},
-		EtcFiles: map[string]string{"/etc/resolv.conf": file, "/etc/hosts": file},
-		CapDrop:  []string{"NET_RAW"},
-		NetNS:    "host",
+		Args:       []string{"sh"},
+		Cwd:        "/work",
+		Rootfs:     dir + "/.",
+		Volumes:    []Volume{{Source: dir, Target: "/data/", ReadOnly: true}},
+		EtcFiles:   map[string]string{"/etc/resolv.conf": file, "/etc/hosts": file},
+		CapDrop:    []string{"NET_RAW"},
+		NetNS:      "host",
+		Init:       true,
+		ExecSocket: "/run/exec.sock",
 	}.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Rootfs.Rootfs != dir || c.Rootfs.Workdir != "/work" || c.Net != netHost || c.Caps.Has(13) || c.Caps != caps.Default&^caps.Of(13) {
+	if c.Rootfs.Rootfs != dir || c.Rootfs.Workdir != "/work" || c.Net != netHost || c.Caps.Has(13) || c.Caps != caps.Default&^caps.Of(13) || !c.ExecSocket {
 		t.Fatalf("resolved %+v", c)
 	}
 	wantBinds := "/etc/hosts /etc/resolv.conf /data"
@@ -173,16 +178,24 @@ func TestLookPath(t *testing.T) {
 		}
 	}
 	env := []string{"PATH=/nonexistent:" + dir}
-	if p, err := lookPath("tool", env); err != nil || p != dir+"/tool" {
+	if p, err := lookPath("/", "tool", env); err != nil || p != dir+"/tool" {
 		t.Fatalf("lookPath(tool) = %q, %v", p, err)
 	}
-	if _, err := lookPath("data", env); err == nil {
+	if _, err := lookPath("/", "data", env); err == nil {
 		t.Fatal("found a non-executable file")
 	}
-	if _, err := lookPath("missing", env); err == nil || !strings.Contains(err.Error(), "not found") {
+	if _, err := lookPath("/", "missing", env); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("lookPath(missing) error = %v", err)
 	}
-	if p, err := lookPath(dir+"/tool", nil); err != nil || p != dir+"/tool" {
+	if p, err := lookPath("/", dir+"/tool", nil); err != nil || p != dir+"/tool" {
 		t.Fatalf("lookPath(absolute) = %q, %v", p, err)
+	}
+	// Relative names are looked up in the given directory, not the
+	// process's, and stay relative to it.
+	if p, err := lookPath(dir, "./tool", nil); err != nil || p != "./tool" {
+		t.Fatalf("lookPath(./tool in dir) = %q, %v", p, err)
+	}
+	if p, err := lookPath(filepath.Dir(dir), "tool", []string{"PATH=" + filepath.Base(dir)}); err != nil || p != filepath.Base(dir)+"/tool" {
+		t.Fatalf("lookPath(tool, relative PATH) = %q, %v", p, err)
 	}
 }

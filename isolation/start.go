@@ -38,7 +38,9 @@ type Options struct {
 	// go-between) is created and before it does anything: the place to
 	// move it into the container's cgroup. The container's cgroup
 	// namespace is created after Place, so the container sees that
-	// cgroup as its root. An error stops the start.
+	// cgroup as its root. An error stops the start. A command the
+	// container's init starts (ExecSpec.Socket) is in the init's cgroup
+	// from its fork: Exec does not call Place for it.
 	Place func(pid int) error
 	// CgroupDir (cgroup v2) is a cgroup the container's PID 1 is cloned
 	// into; CgroupTasks (v1) are "tasks" files of the cgroups it is
@@ -55,12 +57,17 @@ type Process struct {
 	// command without one).
 	Pid int
 
-	cmd      *exec.Cmd
-	console  *console // with Spec.Tty
-	waitOnce sync.Once
-	code     int
-	waitErr  error
-	done     chan struct{}
+	cmd *exec.Cmd
+	// byInit, in place of cmd, is a command the container's init started
+	// for Exec.
+	byInit  *initExec
+	console *console // with Spec.Tty
+	// execSocket is Spec.ExecSocket, for Wait to remove.
+	execSocket string
+	waitOnce   sync.Once
+	code       int
+	waitErr    error
+	done       chan struct{}
 }
 
 // Start creates the container's namespaces and root filesystem and starts
@@ -83,8 +90,8 @@ func Start(spec Spec, opts Options) (*Process, error) {
 	defer parentEnd.Close()
 	defer childEnd.Close()
 
-	// Fixed descriptor numbers in the child: 3 sync, 4 netns, 5 console;
-	// a nil entry leaves its number closed.
+	// Fixed descriptor numbers in the child: 3 sync, 4 netns, 5 console,
+	// 6 exec socket; a nil entry leaves its number closed.
 	extra := []*os.File{childEnd, nil, nil}
 	if cfg.Net == netJoin {
 		f, err := openNetNS(spec.NetNS)
@@ -132,10 +139,21 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		defer dir.Close()
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 	}
+	if cfg.ExecSocket {
+		sock, err := bindExecSocket(spec.ExecSocket)
+		if err != nil {
+			return nil, err
+		}
+		defer sock.Close()
+		extra = append(extra, sock)
+		cmd.ExtraFiles = extra
+	}
+	p := &Process{cmd: cmd, execSocket: spec.ExecSocket, done: make(chan struct{})}
 	tid, err := forkChild(cmd, opts.CgroupTasks)
 	if err != nil {
 		// The thread may hold the container's cgroups busy.
 		waitThreadEnd(tid)
+		p.removeExecSocket()
 		return nil, fmt.Errorf("%w: starting the setup child: %w", ErrSetup, err)
 	}
 	for _, f := range extra[1:] {
@@ -144,7 +162,7 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		}
 	}
 	childEnd.Close()
-	p := &Process{Pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	p.Pid = cmd.Process.Pid
 	if err := p.setup(newChannel(parentEnd), cfg, console, opts, tid); err != nil {
 		_ = cmd.Process.Kill()
 		code, _ := p.Wait()
@@ -154,6 +172,13 @@ func Start(spec Spec, opts Options) (*Process, error) {
 		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
 	}
 	return p, nil
+}
+
+// removeExecSocket removes the container's exec socket, which Start made.
+func (p *Process) removeExecSocket() {
+	if p.execSocket != "" {
+		_ = os.Remove(p.execSocket)
+	}
 }
 
 func (p *Process) setup(ch *channel, cfg childConfig, console *handover, opts Options, forker int) error {
@@ -263,6 +288,9 @@ func (p *Process) Signal(sig os.Signal) error {
 		return os.ErrProcessDone
 	default:
 	}
+	if p.byInit != nil {
+		return p.byInit.signal(sig)
+	}
 	return p.cmd.Process.Signal(sig)
 }
 
@@ -294,22 +322,30 @@ func (p *Process) ForwardSignals(sigs ...os.Signal) {
 // err reports only a failure to wait or to copy stdio, never the exit code.
 func (p *Process) Wait() (code int, err error) {
 	p.waitOnce.Do(func() {
-		p.waitErr = p.cmd.Wait()
+		if p.byInit != nil {
+			p.code, p.waitErr = p.byInit.wait()
+		} else {
+			p.code, p.waitErr = waitCmd(p.cmd)
+		}
 		if p.console != nil {
 			p.console.close()
 		}
+		p.removeExecSocket()
 		close(p.done)
-		var ee *exec.ExitError
-		if errors.As(p.waitErr, &ee) {
-			p.waitErr = nil
-		}
-		if p.cmd.ProcessState == nil {
-			p.code = -1
-			return
-		}
-		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-			p.code = initproc.ExitCode(ws)
-		}
 	})
 	return p.code, p.waitErr
+}
+
+// waitCmd waits for cmd and returns its exit code, -1 when it never ran.
+func waitCmd(cmd *exec.Cmd) (int, error) {
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		err = nil
+	}
+	if cmd.ProcessState == nil {
+		return -1, err
+	}
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return initproc.ExitCode(ws), err
 }

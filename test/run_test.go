@@ -226,6 +226,34 @@ func TestRunUserNamespace(t *testing.T) {
 	}
 }
 
+// exec into a detached user-namespaced container runs in its user
+// namespace: root there, with its map and capabilities.
+func TestRunUserNamespaceExec(t *testing.T) {
+	e := newNsnetEnv(t)
+	id := e.detach("--userns", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", "--", "sleep", "60")
+	st := e.waitStatus(id, "running")
+	userns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("exec", id, "--", "sh", "-c", "id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; readlink /proc/self/ns/user")
+	e.mustSucceed(r)
+	got := regexp.MustCompile(`[ \t]+`).ReplaceAllString(r.stdout, " ")
+	if want := fmt.Sprintf("0\n 0 100000 65536\nCapEff: %s\n%s\n", caps.Default, userns); got != want {
+		t.Errorf("exec printed %q, want %q", got, want)
+	}
+	if r := e.run("exec", id, "--", "sh", "-c", "exit 7"); r.code != 7 {
+		t.Errorf("exec of exit 7: %s; want exit code 7", r)
+	}
+	if r := e.run("exec", id, "--", "nsnet-no-such-command"); r.code != 125 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("exec of a missing command: %s; want exit code 125 and why", r)
+	}
+	e.mustSucceed(e.run("rm", "-f", id))
+	if _, err := os.Stat(st.Dir); !os.IsNotExist(err) {
+		t.Errorf("state dir %s after rm -f: %v", st.Dir, err)
+	}
+}
+
 func TestRunAuditSmoke(t *testing.T) {
 	e := newNsnetEnv(t)
 	r := e.sh(`grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status`)

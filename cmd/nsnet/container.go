@@ -106,7 +106,12 @@ func execContainerCommand() *cobra.Command {
 		Use:   "exec [flags] ID -- CMD [ARGS...]",
 		Short: "Run a command in a running container",
 		Long: `Run CMD in all namespaces of running container ID (by id, unique id prefix or
-name), with its environment and capabilities. The exit code is CMD's.`,
+name), with its environment and capabilities. The exit code is CMD's.
+
+In a container run with --userns, the container's init starts CMD, so it is in
+the container's user namespace too. With --userns and --no-init, CMD joins every
+other namespace and runs as the host uid the container's root maps to, without
+capabilities.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
 			// Flag parsing stops at ID, so a "--" after it is still there.

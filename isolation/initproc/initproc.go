@@ -1,7 +1,9 @@
 // Package initproc is the small init a container gets as PID 1 (the role of
 // tini or docker-init): it starts the command, forwards signals to it, reaps
 // every child that exits, orphans included, and exits with the command's
-// status, 128+N when a signal N killed it.
+// status, 128+N when a signal N killed it. On its caller's request it also
+// starts further commands as its children (see Children), which so get
+// everything the init has, a user namespace included.
 //
 // A PID 1 without such an init is the command itself: the kernel then drops
 // every signal it has no handler for (SIGTERM included, even from the host)
@@ -41,8 +43,13 @@ type Command struct {
 	Path string
 	Args []string // Args[0] included
 	Env  []string
-	// Terminal makes the command the leader of a new session with stdin
-	// as its controlling terminal, so the terminal's job control and its
+	// Dir is the working directory; empty keeps the init's.
+	Dir string
+	// Files become the command's descriptors 0, 1, 2...; nil passes the
+	// init's stdio on.
+	Files []int
+	// Terminal makes the command the leader of a new session with its
+	// stdin as controlling terminal, so the terminal's job control and its
 	// signals (Ctrl-C) reach the command rather than the init.
 	Terminal bool
 }
@@ -66,16 +73,67 @@ func Subscribe() *Signals {
 	return s
 }
 
+// startFailureCode is the exit code a shell gives a command it could not
+// start: 127 when it was not found, 126 otherwise.
+func startFailureCode(err error) int {
+	if errors.Is(err, syscall.ENOENT) {
+		return 127
+	}
+	return 126
+}
+
+// Children starts further children of a running init, such as commands
+// executed in the container on request. The init reaps them with the
+// others and hands each one's wait status to whoever started it.
+type Children struct {
+	start chan startRequest
+	done  chan struct{} // closed when Run returns
+}
+
+type startRequest struct {
+	cmd   Command
+	reply chan<- startReply
+}
+
+type startReply struct {
+	pidfd  int
+	exited <-chan syscall.WaitStatus
+	err    error
+}
+
+// ErrInitDone: the init's command exited, the init starts nothing more.
+var ErrInitDone = errors.New("the init is exiting")
+
+// Start starts cmd as a child of the init. It returns a pidfd of the child
+// (close-on-exec; the caller closes it) and a channel that receives the
+// child's wait status once the init has reaped it.
+func (c *Children) Start(cmd Command) (pidfd int, exited <-chan syscall.WaitStatus, err error) {
+	reply := make(chan startReply, 1)
+	select {
+	case c.start <- startRequest{cmd: cmd, reply: reply}:
+	case <-c.done:
+		return -1, nil, ErrInitDone
+	}
+	r := <-reply
+	return r.pidfd, r.exited, r.err
+}
+
 // Run starts cmd and serves as its init until it exits; it returns the exit
 // code to leave with. sigs are the subscriptions from Subscribe; nil makes
 // Run subscribe. started is called once with the outcome of starting the
 // command (nil on success), so the caller can report a failed execve
-// before Run returns 127 (not found) or 126 (not runnable).
+// before Run returns 127 (not found) or 126 (not runnable). serve, when
+// not nil, runs in a goroutine of its own once the command runs, to start
+// further children through the Children it is given.
+//
+// Every child is forked from the goroutine that called Run, on its thread:
+// a caller that locked it to a thread whose attributes (a capability
+// bounding set, say) the others lack gives them to every child.
 //
 // Run reaps with wait4(-1), so it must own all children of the process. When
 // the process is not PID 1 of a PID namespace, Run makes it a child
 // subreaper so orphaned descendants are still reparented to it and reaped.
-func Run(cmd Command, sigs *Signals, started func(error)) int {
+func Run(cmd Command, sigs *Signals, started func(error), serve func(*Children)) int {
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			started(fmt.Errorf("becoming a child subreaper: %w", err))
@@ -92,36 +150,76 @@ func Run(cmd Command, sigs *Signals, started func(error)) int {
 	if sigs == nil {
 		sigs = Subscribe()
 	}
-	pid, err := syscall.ForkExec(cmd.Path, cmd.Args, &syscall.ProcAttr{
-		Env:   cmd.Env,
-		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{Setsid: cmd.Terminal, Setctty: cmd.Terminal, Ctty: 0},
-	})
+	pid, err := forkExec(cmd, nil)
 	if err != nil {
 		started(fmt.Errorf("starting %s: %w", cmd.Path, err))
-		if errors.Is(err, syscall.ENOENT) {
-			return 127
-		}
-		return 126
+		return startFailureCode(err)
 	}
 	started(nil)
 
+	children := &Children{start: make(chan startRequest), done: make(chan struct{})}
+	defer close(children.done)
+	// waiting holds the children started through Children until reaped.
+	// Only this goroutine forks and reaps, so a child that exits at once
+	// is registered before its status can be collected.
+	waiting := map[int]chan<- syscall.WaitStatus{}
+	if serve != nil {
+		go serve(children)
+	}
 	for {
 		select {
 		case sig := <-sigs.forward:
 			// ESRCH only means the command is gone and its SIGCHLD is pending.
 			_ = unix.Kill(pid, sig.(unix.Signal))
 		case <-sigs.children:
-			if ws, done := reap(pid); done {
+			if ws, done := reap(pid, waiting); done {
 				return ExitCode(ws)
 			}
+		case req := <-children.start:
+			req.reply <- startChild(req.cmd, waiting)
 		}
 	}
 }
 
-// reap collects every exited child and reports the command's status once
+// startChild forks a child for Children.Start and registers it in waiting.
+func startChild(cmd Command, waiting map[int]chan<- syscall.WaitStatus) startReply {
+	pidfd := -1
+	pid, err := forkExec(cmd, &pidfd)
+	if err != nil {
+		return startReply{pidfd: -1, err: fmt.Errorf("starting %s: %w", cmd.Path, err)}
+	}
+	if pidfd < 0 {
+		// The child runs and is reaped below; without a pidfd the caller
+		// could not signal it safely, so it goes.
+		_ = unix.Kill(pid, unix.SIGKILL)
+		return startReply{pidfd: -1, err: errors.New("the kernel returned no pidfd for the child")}
+	}
+	exited := make(chan syscall.WaitStatus, 1)
+	waiting[pid] = exited
+	return startReply{pidfd: pidfd, exited: exited}
+}
+
+// forkExec starts cmd; a non-nil pidfd receives a pidfd of the child.
+func forkExec(cmd Command, pidfd *int) (int, error) {
+	files := []uintptr{0, 1, 2}
+	if cmd.Files != nil {
+		files = make([]uintptr, len(cmd.Files))
+		for i, fd := range cmd.Files {
+			files[i] = uintptr(fd)
+		}
+	}
+	return syscall.ForkExec(cmd.Path, cmd.Args, &syscall.ProcAttr{
+		Dir:   cmd.Dir,
+		Env:   cmd.Env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setsid: cmd.Terminal, Setctty: cmd.Terminal, Ctty: 0, PidFD: pidfd},
+	})
+}
+
+// reap collects every exited child, hands the status of one started
+// through Children to its channel, and reports the command's status once
 // the command is among them.
-func reap(pid int) (status syscall.WaitStatus, done bool) {
+func reap(pid int, waiting map[int]chan<- syscall.WaitStatus) (status syscall.WaitStatus, done bool) {
 	for {
 		var ws syscall.WaitStatus
 		got, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -133,6 +231,9 @@ func reap(pid int) (status syscall.WaitStatus, done bool) {
 		}
 		if got == pid {
 			status, done = ws, true
+		} else if exited, ok := waiting[got]; ok {
+			exited <- ws
+			delete(waiting, got)
 		}
 	}
 }

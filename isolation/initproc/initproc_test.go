@@ -12,18 +12,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary re-executes itself as the init under test, so Run owns
 // the children it reaps and the test process keeps its own.
 func TestMain(m *testing.M) {
-	if os.Getenv("NSNET_INITPROC_TEST") != "" {
+	if mode := os.Getenv("NSNET_INITPROC_TEST"); mode != "" {
+		var serve func(*Children)
+		if mode == "children" {
+			serve = startChildren
+		}
 		args := os.Args[1:]
 		code := Run(Command{Path: args[0], Args: args, Env: os.Environ()}, nil, func(err error) {
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "start:", err)
 			}
-		})
+		}, serve)
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
@@ -130,5 +136,61 @@ echo state=$(awk '/^State/{print $2}' /proc/$o/status 2>/dev/null)`
 	want := "ppid=" + strconv.Itoa(cmd.Process.Pid) + "\nstate=\n"
 	if out.String() != want {
 		t.Fatalf("output %q, want %q (orphan reparented to the init, then reaped)", out.String(), want)
+	}
+}
+
+// startChildren is the test init's serve: it starts children one after
+// the other and prints how each one ended.
+func startChildren(c *Children) {
+	for _, cmd := range []Command{
+		{Path: "/bin/sh", Args: []string{"sh", "-c", "exit 7"}},
+		{Path: "/bin/sh", Args: []string{"sh", "-c", "pwd; kill -TERM $$"}, Dir: "/tmp"},
+		{Path: "/nonexistent/cmd", Args: []string{"cmd"}},
+	} {
+		pidfd, exited, err := c.Start(cmd)
+		if err != nil {
+			fmt.Println("not started", startFailureCode(err))
+			continue
+		}
+		unix.Close(pidfd)
+		fmt.Println("exit", ExitCode(<-exited))
+	}
+	fmt.Println("done")
+}
+
+// Children started on request are reaped by the init and their status
+// handed back, while the init goes on serving its command, whose exit
+// still decides the init's.
+func TestChildren(t *testing.T) {
+	cmd := initCmd(t, "/bin/sh", "-c", "read line; exit 4")
+	cmd.Env = append(os.Environ(), "NSNET_INITPROC_TEST=children")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	r := bufio.NewReader(stdout)
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "done" {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		got = append(got, strings.TrimSuffix(line, "\n"))
+	}
+	want := []string{"exit 7", "/tmp", "exit 143", "not started 127", "done"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("children reported %q, want %q", got, want)
+	}
+	stdin.Close()
+	if code := exitCode(t, cmd.Wait()); code != 4 {
+		t.Fatalf("init exited with %d, want the command's 4", code)
 	}
 }

@@ -134,18 +134,22 @@ func (s *State) monitorAlive() bool {
 // container whose PID 1 and monitor are gone, or whose monitor died while
 // creating it, has stopped, even if no one could record it. While the
 // monitor lives it is about to record the exit code itself, so the
-// container is not reported stopped without one.
-func (s *State) refresh() {
+// container is not reported stopped without one. It reports whether it
+// changed the status.
+func (s *State) refresh() bool {
 	switch s.Status {
 	case Running:
 		if !alive(s.Pid, s.PidStart) && !s.monitorAlive() {
 			s.Status = Stopped
+			return true
 		}
 	case Created:
 		if !s.monitorAlive() {
 			s.Status = Stopped
+			return true
 		}
 	}
+	return false
 }
 
 // validName says whether s may be an id or a name: 1-64 letters, digits,

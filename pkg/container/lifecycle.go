@@ -23,6 +23,20 @@ import (
 // logFile holds the output of a detached container.
 const logFile = "log"
 
+// execSocketFile, in the state directory of a container with a user
+// namespace and the init, is the socket its init starts exec'd commands
+// on: only a child of the init can have the container's user namespace.
+const execSocketFile = "exec.sock"
+
+// execSocket is the exec socket of a container configured as cfg in dir,
+// or "" when it has none (and exec joins its namespaces from outside).
+func execSocket(dir string, cfg Config) string {
+	if !cfg.UserNS || !cfg.Init {
+		return ""
+	}
+	return filepath.Join(dir, execSocketFile)
+}
+
 // Stdio is where a container's standard streams go.
 type Stdio struct {
 	Stdin          io.Reader
@@ -109,6 +123,7 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	spec.ExecSocket = execSocket(st.Dir, st.Config)
 	if st.Monitor != os.Getpid() {
 		if err := st.setMonitor(os.Getpid()); err != nil {
 			return nil, err
@@ -308,7 +323,10 @@ func (s Store) Monitor(id string, ready io.WriteCloser) int {
 
 // Exec runs args in the running container ref with its environment,
 // working directory (unless cwd is set) and capabilities; tty gives it a
-// terminal.
+// terminal. In a container with a user namespace and the init, the init
+// starts it, so it is in that user namespace too; without the init it
+// joins every other namespace and runs as the host uid the container's
+// root maps to, with no capabilities (see isolation.Exec).
 func (s Store) Exec(ref string, args, env []string, cwd string, tty bool, stdio Stdio) (*isolation.Process, error) {
 	st, err := s.Load(ref)
 	if err != nil {
@@ -330,9 +348,10 @@ func (s Store) Exec(ref string, args, env []string, cwd string, tty bool, stdio 
 		CapAdd:     c.CapAdd,
 		CapDrop:    c.CapDrop,
 		Tty:        tty,
+		Socket:     execSocket(st.Dir, c),
 	}
 	opts := isolation.Options{Stdin: stdio.Stdin, Stdout: stdio.Stdout, Stderr: stdio.Stderr}
-	if st.Cgroup != nil {
+	if st.Cgroup != nil && spec.Socket == "" {
 		m, err := st.cgroupManager()
 		if err != nil {
 			return nil, err

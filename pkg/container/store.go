@@ -131,8 +131,7 @@ func (s Store) Load(ref string) (*State, error) {
 		return nil, fmt.Errorf("%w: %q is not a valid id or name", ErrNotFound, ref)
 	}
 	if st, err := s.read(ref); err == nil {
-		st.refresh()
-		return st, nil
+		return s.refreshed(st), nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
@@ -178,11 +177,24 @@ func (s Store) List() ([]*State, error) {
 		if err != nil {
 			continue
 		}
-		st.refresh()
-		out = append(out, st)
+		out = append(out, s.refreshed(st))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out, nil
+}
+
+// refreshed is st with its status checked against the kernel. A monitor
+// may record the exit and end between the read of st and the check, which
+// then finds both it and PID 1 gone: the record is read again before the
+// container is reported stopped without its exit code.
+func (s Store) refreshed(st *State) *State {
+	if !st.refresh() {
+		return st
+	}
+	if again, err := s.read(st.ID); err == nil && again.Status == Stopped {
+		return again
+	}
+	return st
 }
 
 // remove deletes the state directory of id.
