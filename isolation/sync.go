@@ -14,26 +14,30 @@ import (
 // the child, in JSON messages:
 //
 //	parent (Start)                                setup child (PID 1 of the new namespaces)
-//	  | clone(CLONE_NEW*, v2: CLONE_INTO_CGROUP)
-//	  |   + execve(/proc/self/exe)
+//	  | on a thread of its own (v1: entered into the
+//	  |   cgroup's tasks files first, then ended):
+//	  |   clone(CLONE_NEW*; v1: CLONE_NEWCGROUP,
+//	  |   v2: CLONE_INTO_CGROUP) + execve(/proc/self/exe)
 //	  |   (with a user namespace, Go's fork code writes uid_map and gid_map
 //	  |    while the child waits on a pipe, before the execve: capabilities
 //	  |    survive it only for a mapped root)
-//	  | Place(pid), when the child cannot enter its cgroup itself
+//	  | Place(pid), when the child is not born in its cgroup
 //	  |---- config ----------------------------------->|
-//	  | Prestart(pid), e.g. CNI ADD in                 | v1: each thread writes itself into the
-//	  |   /proc/pid/ns/net, while the child works      |   cgroup's tasks files; unshare cgroup ns;
-//	  |                                                | setns/hostname/lo up, rootfs.Setup
+//	  | Prestart(pid), e.g. CNI ADD in                 | unshare cgroup ns (unless cloned);
+//	  |   /proc/pid/ns/net, while the child works      | setns/hostname/lo up, rootfs.Setup
 //	  |                                                | (pivot_root), console, sysctls,
-//	  |                                                | rootfs.Harden
+//	  |                                                | rootfs.Harden; then without init: fds
+//	  |                                                | CLOEXEC, no_new_privs, capabilities;
+//	  |                                                | with init: every thread gets
+//	  |                                                | no_new_privs, the namespaces and
+//	  |                                                | capabilities
 //	  |<== pty master (SCM_RIGHTS, fd 5; Spec.Tty) ====|
 //	  |<------------------------------------- ready ---|
-//	  | (waits for Prestart too)                       |
+//	  | (waits for Prestart too, and for the forking   |
+//	  |  thread's end)                                 |
 //	  |---- start ------------------------------------>|
-//	  |                                                | without init: fds CLOEXEC, no_new_privs,
-//	  |                                                |   capabilities, execve(command)
-//	  |                                                | with init: every thread gets no_new_privs,
-//	  |                                                |   the namespaces and capabilities; it
+//	  |                                                | PR_SET_PDEATHSIG; without init:
+//	  |                                                |   execve(command); with init: it
 //	  |                                                |   becomes the init (cgo builds: execve
 //	  |                                                |   nsnet-init) and forks+execs the command
 //	  |<------------- EOF (execve closed fd 3)       --|  or EOF (init closed fd 3 after the fork)

@@ -138,8 +138,8 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 			err error
 		}
 		nc := make(chan loaded, 1)
+		go cninet.PrepareEncoding()
 		go func() {
-			cninet.PrepareEncoding()
 			n, err := st.Config.loadNetwork()
 			nc <- loaded{n, err}
 		}()
