@@ -399,6 +399,7 @@ func TestCgroupBadLimits(t *testing.T) {
 		{[]string{"--cpus", "abc"}, "not a number"},
 		{[]string{"--cpuset-cpus", "0-999"}, "cpuset-cpus"},
 		{[]string{"--pids-limit", "-7"}, "pids-limit"},
+		{[]string{"--pids-limit", "5"}, "nsnet's init takes about"},
 		{[]string{"--memory-swap", "64m"}, "memory-swap needs a memory limit"},
 		{[]string{"--device-read-bps", "/dev/null:1mb"}, "not a block device"},
 		{[]string{"--blkio-weight", "5"}, "blkio-weight"},

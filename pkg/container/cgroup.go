@@ -26,12 +26,29 @@ type Cgroup struct {
 	Path string `json:"path"`
 }
 
+// initTasks is about how many tasks of a pids limit nsnet's init takes:
+// its Go runtime's threads.
+const initTasks = 8
+
+// checkPidsRoom refuses a pids limit that leaves the command of a
+// container with the init no task: the init's runtime would fail to make
+// its threads, which kills it.
+func checkPidsRoom(limit int64, init bool) error {
+	if init && limit > 0 && limit <= initTasks {
+		return fmt.Errorf("--pids-limit %d leaves no room for the command: nsnet's init takes about %d tasks (raise it, or run with --no-init)", limit, initTasks)
+	}
+	return nil
+}
+
 // cgroupPlan decides a new container's cgroup and validates its limits,
 // before anything exists. A host without cgroups runs containers without
 // one, unless limits were asked for.
 func cgroupPlan(id string, cfg Config) (*Cgroup, cgroups.Manager, error) {
 	if cfg.Privileged && len(cfg.DeviceRules) > 0 {
 		return nil, nil, errors.New("device cgroup rules have no effect on a privileged container, which may use every device")
+	}
+	if err := checkPidsRoom(cfg.Resources.PidsLimit, cfg.Init); err != nil {
+		return nil, nil, err
 	}
 	l, err := cgroups.DetectHost()
 	if errors.Is(err, cgroups.ErrNoCgroups) && cfg.Resources.IsZero() {
@@ -289,6 +306,9 @@ func (s Store) Update(ref string, r cgroups.Resources) error {
 		return err
 	}
 	merged := st.Config.Resources.Merge(r)
+	if err := checkPidsRoom(merged.PidsLimit, st.Config.Init); err != nil {
+		return err
+	}
 	if err := m.Set(merged); err != nil {
 		return fmt.Errorf("updating %s: %w", st.ID, err)
 	}

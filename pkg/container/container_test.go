@@ -161,3 +161,22 @@ func TestStoreRecords(t *testing.T) {
 		t.Error("removed container still loads")
 	}
 }
+
+func TestCheckPidsRoom(t *testing.T) {
+	for _, c := range []struct {
+		limit int64
+		init  bool
+		ok    bool
+	}{
+		{0, true, true},
+		{-1, true, true},
+		{initTasks, true, false},
+		{initTasks + 1, true, true},
+		{1, false, true},
+		{3, true, false},
+	} {
+		if err := checkPidsRoom(c.limit, c.init); (err == nil) != c.ok {
+			t.Errorf("checkPidsRoom(%d, init %v) = %v, want ok %v", c.limit, c.init, err, c.ok)
+		}
+	}
+}
