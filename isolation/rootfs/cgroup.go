@@ -126,18 +126,17 @@ func mountCgroups(r *root, cfg Config) error {
 	return nil
 }
 
-// mountCgroupV1 mounts hierarchy h on a new directory of dir.
+// mountCgroupV1 mounts hierarchy h on a new directory of dir. The
+// directory is named through dir's descriptor: nothing but this process
+// has reached the new tmpfs, so no symlink can be in the way, and the
+// open a mountNew would make is saved.
 func mountCgroupV1(dir int, h CgroupV1, flags uintptr) error {
 	if err := unix.Mkdirat(dir, h.Dir, 0o755); err != nil {
 		return fmt.Errorf("creating /sys/fs/cgroup/%s: %w", h.Dir, err)
 	}
-	fd, err := unix.Openat(dir, h.Dir, dirFlags|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return fmt.Errorf("opening /sys/fs/cgroup/%s: %w", h.Dir, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Mount("cgroup", fdPath(fd), "cgroup", flags, strings.Join(h.Controllers, ",")); err != nil {
-		return fmt.Errorf("mounting cgroup %s on /sys/fs/cgroup/%s: %w", strings.Join(h.Controllers, ","), h.Dir, err)
+	ctrl := strings.Join(h.Controllers, ",")
+	if err := unix.Mount("cgroup", fdPath(dir)+"/"+h.Dir, "cgroup", flags, ctrl); err != nil {
+		return fmt.Errorf("mounting cgroup %s on /sys/fs/cgroup/%s: %w", ctrl, h.Dir, err)
 	}
 	return nil
 }
