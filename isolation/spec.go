@@ -82,6 +82,31 @@ type Spec struct {
 	// are accepted (IPC keys, net.* unless NetNS is "host",
 	// kernel.domainname).
 	Sysctls map[string]string
+	// Cgroupfs names the cgroup hierarchies mounted at /sys/fs/cgroup,
+	// read-only unless Privileged. Through the container's cgroup
+	// namespace each shows the container's own cgroup as its root. The
+	// zero value leaves /sys/fs/cgroup empty.
+	Cgroupfs Cgroupfs
+}
+
+// Cgroupfs is either the unified hierarchy or the host's v1 hierarchies.
+// A user-namespaced container mounts them as the owner of its cgroup
+// namespace; where the kernel refuses that, it runs without.
+type Cgroupfs struct {
+	// V2 mounts cgroup2 at /sys/fs/cgroup.
+	V2 bool
+	// V1 hierarchies are each mounted on a directory of a tmpfs at
+	// /sys/fs/cgroup, with a symlink for each controller of a co-mounted
+	// hierarchy.
+	V1 []CgroupHierarchy
+}
+
+// CgroupHierarchy is a cgroup v1 hierarchy.
+type CgroupHierarchy struct {
+	// Dir is its directory's name in /sys/fs/cgroup ("cpu,cpuacct").
+	Dir string
+	// Controllers are all the controllers bound to the hierarchy.
+	Controllers []string
 }
 
 // Volume is a host path bound into the container.
@@ -290,6 +315,11 @@ func (s Spec) rootfsConfig() (rootfs.Config, error) {
 	if _, err := rootfs.ParsePropagation(s.Propagation); err != nil {
 		return rc, invalid("%v", err)
 	}
+	cg, err := s.Cgroupfs.resolve()
+	if err != nil {
+		return rc, err
+	}
+	rc.Cgroups = cg
 	if s.Rootfs != "" {
 		abs, err := filepath.Abs(s.Rootfs)
 		if err != nil {
@@ -337,6 +367,49 @@ func (s Spec) rootfsConfig() (rootfs.Config, error) {
 		rc.Binds = append(rc.Binds, rootfs.Bind{Source: v.Source, Target: filepath.Clean(v.Target), ReadOnly: v.ReadOnly})
 	}
 	return rc, nil
+}
+
+// resolve validates c into the mounts to make. The controllers' names
+// become the mount's options, so they are held to what the kernel's are.
+func (c Cgroupfs) resolve() (rootfs.Cgroups, error) {
+	if c.V2 && len(c.V1) > 0 {
+		return rootfs.Cgroups{}, invalid("cgroup v2 and v1 hierarchies cannot both be mounted at /sys/fs/cgroup")
+	}
+	rc := rootfs.Cgroups{V2: c.V2}
+	dirs := make(map[string]bool, len(c.V1))
+	for _, h := range c.V1 {
+		if h.Dir == "" || h.Dir == "." || h.Dir == ".." || strings.ContainsAny(h.Dir, "/\x00") {
+			return rc, invalid("cgroup hierarchy directory %q is not one path element", h.Dir)
+		}
+		if dirs[h.Dir] {
+			return rc, invalid("cgroup hierarchy directory %q given twice", h.Dir)
+		}
+		dirs[h.Dir] = true
+		if len(h.Controllers) == 0 {
+			return rc, invalid("cgroup hierarchy %s has no controllers", h.Dir)
+		}
+		for _, ctrl := range h.Controllers {
+			if !controllerName(ctrl) {
+				return rc, invalid("cgroup hierarchy %s: %q is not a controller name", h.Dir, ctrl)
+			}
+		}
+		rc.V1 = append(rc.V1, rootfs.CgroupV1{Dir: h.Dir, Controllers: slices.Clone(h.Controllers)})
+	}
+	return rc, nil
+}
+
+// controllerName reports a name made of what the kernel's controller
+// names are made of: lower-case letters, digits and underscores.
+func controllerName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 // under reports whether path is dir or inside it.

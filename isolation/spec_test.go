@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nsnet/nsnet/isolation/caps"
+	"github.com/nsnet/nsnet/isolation/rootfs"
 )
 
 func TestParseVolume(t *testing.T) {
@@ -167,6 +168,61 @@ func TestResolve(t *testing.T) {
 	}
 	if strings.Join(got, " ") != wantBinds || !c.Rootfs.Binds[2].ReadOnly {
 		t.Fatalf("binds %+v, want targets %s with the volume read-only", c.Rootfs.Binds, wantBinds)
+	}
+}
+
+func TestResolveCgroupfs(t *testing.T) {
+	memory := CgroupHierarchy{Dir: "memory", Controllers: []string{"memory"}}
+	cpu := CgroupHierarchy{Dir: "cpu,cpuacct", Controllers: []string{"cpu", "cpuacct"}}
+	tests := []struct {
+		name string
+		in   Cgroupfs
+		want rootfs.Cgroups
+		err  bool
+	}{
+		{name: "none"},
+		{name: "v2", in: Cgroupfs{V2: true}, want: rootfs.Cgroups{V2: true}},
+		{name: "v1", in: Cgroupfs{V1: []CgroupHierarchy{cpu, memory}}, want: rootfs.Cgroups{V1: []rootfs.CgroupV1{
+			{Dir: "cpu,cpuacct", Controllers: []string{"cpu", "cpuacct"}},
+			{Dir: "memory", Controllers: []string{"memory"}},
+		}}},
+		{name: "v1 and v2", in: Cgroupfs{V2: true, V1: []CgroupHierarchy{memory}}, err: true},
+		{name: "empty dir", in: Cgroupfs{V1: []CgroupHierarchy{{Controllers: []string{"memory"}}}}, err: true},
+		{name: "dot dot", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "..", Controllers: []string{"memory"}}}}, err: true},
+		{name: "dir with a slash", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "a/memory", Controllers: []string{"memory"}}}}, err: true},
+		{name: "dir twice", in: Cgroupfs{V1: []CgroupHierarchy{memory, {Dir: "memory", Controllers: []string{"pids"}}}}, err: true},
+		{name: "no controllers", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory"}}}, err: true},
+		{name: "option in a controller", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory", Controllers: []string{"memory,name=x"}}}}, err: true},
+		{name: "named hierarchy", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "systemd", Controllers: []string{"name=systemd"}}}}, err: true},
+		{name: "upper case", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory", Controllers: []string{"Memory"}}}}, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.in.resolve()
+			if tt.err {
+				if !errors.Is(err, ErrInvalidSpec) {
+					t.Fatalf("resolve error = %v, want ErrInvalidSpec", err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("resolve = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+	// resolve copies the controllers: the caller may reuse its slices.
+	in := Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory", Controllers: []string{"memory"}}}}
+	got, _ := in.resolve()
+	in.V1[0].Controllers[0] = "pids"
+	if got.V1[0].Controllers[0] != "memory" {
+		t.Fatal("resolve kept the caller's slice")
+	}
+	c, err := Spec{Args: []string{"sh"}, Cgroupfs: Cgroupfs{V2: true}}.resolve()
+	if err != nil || !c.Rootfs.Cgroups.V2 {
+		t.Fatalf("Spec.resolve: %+v, %v; want cgroup2 mounted", c.Rootfs.Cgroups, err)
+	}
+	if _, err := (Spec{Args: []string{"sh"}, Cgroupfs: Cgroupfs{V1: []CgroupHierarchy{{Dir: "x"}}}}).resolve(); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("Spec.resolve of a bad hierarchy: %v, want ErrInvalidSpec", err)
 	}
 }
 

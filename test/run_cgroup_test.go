@@ -366,6 +366,129 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 }
 
+// TestCgroupFilesystem: a container sees its own cgroup at /sys/fs/cgroup,
+// read-only, as Docker's do: the hierarchies of the host (named as there,
+// with a symlink per controller of a co-mounted one), each rooted at the
+// cgroup /proc/self/cgroup names ("/", through the container's cgroup
+// namespace), with the container's processes and limits in it.
+func TestCgroupFilesystem(t *testing.T) {
+	e := newCgroupEnv(t)
+	l := hostLayout(t, os.Getpid())
+	limit := "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+	if l.Mode == cgroups.ModeUnified {
+		limit = "/sys/fs/cgroup/memory.max"
+	}
+	// The write puts back the limit the container has, should it work.
+	// On v1 a mkdir probes the tmpfs (on v2 it would make a cgroup).
+	mkdir := ""
+	if l.Mode != cgroups.ModeUnified {
+		mkdir = `if mkdir /sys/fs/cgroup/nsnet-probe 2>/dev/null; then echo "mkdir allowed"; fi`
+	}
+	script := `echo "limit $(cat ` + limit + `)"
+		if echo 67108864 2>/dev/null >` + limit + `; then echo "write allowed"; fi
+		` + mkdir + `
+		sed 's/^/cgroup /' /proc/self/cgroup
+		grep ' /sys/fs/cgroup' /proc/self/mountinfo | sed 's/^/mountinfo /'
+		for d in /sys/fs/cgroup /sys/fs/cgroup/*; do
+			if [ -L $d ]; then echo "link ${d##*/} $(readlink $d)"
+			elif [ -f $d/cgroup.procs ] && grep -qx $$ $d/cgroup.procs; then echo "member $d"; fi
+		done`
+	r := e.sh(script, e.runArgs("--memory", "64m")...)
+	e.mustSucceed(r)
+	type mount struct{ root, opts, fstype string }
+	mounts := map[string]mount{}
+	members, links := map[string]bool{}, map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		kind, rest, _ := strings.Cut(line, " ")
+		switch kind {
+		case "limit":
+			if rest != strconv.Itoa(64<<20) {
+				t.Errorf("%s = %q inside, want %d", limit, rest, 64<<20)
+			}
+		case "write", "mkdir":
+			t.Errorf("%s: /sys/fs/cgroup is writable", line)
+		case "cgroup":
+			if !strings.HasSuffix(rest, ":/") {
+				t.Errorf("/proc/self/cgroup has %q; want every cgroup to be the namespace's root, /", rest)
+			}
+		case "mountinfo":
+			pre, post, _ := strings.Cut(rest, " - ")
+			f, tail := strings.Fields(pre), strings.Fields(post)
+			if len(f) < 6 || len(tail) < 1 {
+				t.Fatalf("malformed mountinfo line %q", rest)
+			}
+			mounts[f[4]] = mount{root: f[3], opts: f[5], fstype: tail[0]}
+		case "member":
+			members[rest] = true
+		case "link":
+			name, target, _ := strings.Cut(rest, " ")
+			links[name] = target
+		}
+	}
+	// Each cgroup mount is rooted at the container's cgroup and holds the
+	// shell.
+	checkCgroupMount := func(dir, fstype string) {
+		t.Helper()
+		m, ok := mounts[dir]
+		switch {
+		case !ok:
+			t.Errorf("nothing mounted at %s; mounts %+v", dir, mounts)
+		case m.fstype != fstype || m.root != "/":
+			t.Errorf("%s: %s rooted at %s, want %s rooted at / (the container's cgroup)", dir, m.fstype, m.root, fstype)
+		case !members[dir]:
+			t.Errorf("%s/cgroup.procs does not list the container's shell", dir)
+		}
+	}
+	for dir, m := range mounts {
+		if !strings.HasPrefix(m.opts, "ro,") {
+			t.Errorf("%s is mounted %s, want read-only", dir, m.opts)
+		}
+	}
+	want := 1
+	if l.Mode == cgroups.ModeUnified {
+		checkCgroupMount("/sys/fs/cgroup", "cgroup2")
+	} else {
+		if m := mounts["/sys/fs/cgroup"]; m.fstype != "tmpfs" {
+			t.Errorf("/sys/fs/cgroup is %q, want a tmpfs holding the v1 hierarchies", m.fstype)
+		}
+		for _, h := range l.V1 {
+			dir := filepath.Base(h.Mountpoint)
+			checkCgroupMount("/sys/fs/cgroup/"+dir, "cgroup")
+			for _, c := range h.Controllers {
+				if c != dir && links[c] != dir {
+					t.Errorf("/sys/fs/cgroup/%s links to %q, want %s", c, links[c], dir)
+				}
+			}
+		}
+		want += len(l.V1)
+	}
+	if len(mounts) != want {
+		t.Errorf("%d mounts at /sys/fs/cgroup, want %d: %+v", len(mounts), want, mounts)
+	}
+
+	// A privileged container may manage its cgroup: runc mounts it
+	// writable then.
+	r = e.sh(`grep ' /sys/fs/cgroup' /proc/self/mountinfo`, e.runArgs("--privileged")...)
+	e.mustSucceed(r)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) < 6 || !strings.HasPrefix(f[5], "rw,") {
+			t.Errorf("privileged container: %q, want the mount read-write", line)
+		}
+	}
+	if len(lines) != want {
+		t.Errorf("privileged container: %d mounts at /sys/fs/cgroup, want %d:\n%s", len(lines), want, r.stdout)
+	}
+
+	// A user namespace owns its cgroup namespace, which lets it mount
+	// the hierarchies (nsnet runs without them where the kernel refuses).
+	r = e.sh(`cat `+limit+`; grep -c ' /sys/fs/cgroup' /proc/self/mountinfo`, e.runArgs("--userns", "--memory", "64m")...)
+	e.mustSucceed(r)
+	if got, w := strings.Fields(r.stdout), []string{strconv.Itoa(64 << 20), strconv.Itoa(want)}; !slices.Equal(got, w) {
+		t.Errorf("--userns: limit and number of cgroup mounts %q, want %q", got, w)
+	}
+}
+
 // TestCgroupKilledMonitor: the monitor of a limited container is killed;
 // rm still removes the cgroup.
 func TestCgroupKilledMonitor(t *testing.T) {
@@ -493,6 +616,10 @@ func TestSystemdRun(t *testing.T) {
 	}
 	if got := show("MemoryMax"); got != strconv.Itoa(64<<20) {
 		t.Errorf("systemd's MemoryMax %s, want %d", got, 64<<20)
+	}
+	// The scope is the root of the container's cgroup2 mount.
+	if r := e.run("exec", id, "--", "cat", "/sys/fs/cgroup/memory.max"); r.code != 0 || strings.TrimSpace(r.stdout) != strconv.Itoa(64<<20) {
+		t.Errorf("/sys/fs/cgroup/memory.max in the container: %s; want %d", r, 64<<20)
 	}
 	dir := hostDir(t, pid, "")
 	e.mustSucceed(e.run("update", "--memory", "48m", id))

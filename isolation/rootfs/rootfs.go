@@ -1,10 +1,11 @@
 // Package rootfs builds a container's root filesystem and switches the
 // calling process into it. Setup makes every mount private (or slave), binds
 // the root (or builds the embedded default root in a tmpfs), mounts /proc,
-// /sys, a minimal /dev, /run and /tmp, binds the per-container /etc files and
-// the volumes, and pivots into the result, detaching the host's tree. Harden
-// then write-protects and masks the kernel interfaces a container must not
-// touch, as runc's default spec does.
+// /sys, the container's cgroups at /sys/fs/cgroup, a minimal /dev, /run and
+// /tmp, binds the per-container /etc files and the volumes, and pivots into
+// the result, detaching the host's tree. Harden then write-protects and
+// masks the kernel interfaces a container must not touch, as runc's
+// default spec does.
 //
 // Every function here rewrites the mount namespace of the calling process:
 // they run only in nsnet's re-executed setup child, which has a mount
@@ -44,9 +45,13 @@ type Config struct {
 	// UserNS says the process is in a new user namespace: device nodes are
 	// bound from the host instead of created, and devpts gets no gid=5.
 	UserNS bool
-	// Privileged leaves /sys writable and the rootfs and volumes without
-	// nodev, and makes Harden skip masking and write protection.
+	// Privileged leaves /sys and the cgroup mounts writable and the rootfs
+	// and volumes without nodev, and makes Harden skip masking and write
+	// protection.
 	Privileged bool
+	// Cgroups are mounted at /sys/fs/cgroup. The process must be in the
+	// container's cgroup namespace already.
+	Cgroups Cgroups
 }
 
 // Bind is a host file or directory mounted into the container (recursively
@@ -97,6 +102,9 @@ func Setup(cfg Config) error {
 	}
 	defer r.close()
 	if err := mountKernelFS(r, cfg, srcs); err != nil {
+		return err
+	}
+	if err := mountCgroups(r, cfg); err != nil {
 		return err
 	}
 	if err := mountDev(r, cfg, srcs); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsnet/nsnet/isolation"
 	"github.com/nsnet/nsnet/isolation/cgroups"
 )
 
@@ -88,6 +90,35 @@ func (cg *Cgroup) manager(id string, r cgroups.Resources, created ...string) (cg
 		// one made by an nsnet with another state root.
 		RemoveEmptyParents: cg.Parent == "" && cg.Driver != cgroups.DriverSystemd,
 	})
+}
+
+// cgroupfs is what a container with cgroup cg sees at /sys/fs/cgroup: the
+// hierarchies of the host, in directories named as there ("cpu,cpuacct").
+// None without a cgroup.
+func (cg *Cgroup) cgroupfs() isolation.Cgroupfs {
+	var fs isolation.Cgroupfs
+	switch {
+	case cg == nil:
+		return fs
+	case cg.Layout.Mode == cgroups.ModeUnified:
+		fs.V2 = true
+		return fs
+	}
+	dirs := make(map[string]bool, len(cg.Layout.V1))
+	for _, h := range cg.Layout.V1 {
+		dir := path.Base(h.Mountpoint)
+		if dir == "/" || dirs[dir] {
+			// A hierarchy mounted at / or two in directories of the
+			// same name, on a host laid out by hand.
+			dir = strings.Join(h.Controllers, ",")
+		}
+		if dirs[dir] {
+			continue
+		}
+		dirs[dir] = true
+		fs.V1 = append(fs.V1, isolation.CgroupHierarchy{Dir: dir, Controllers: h.Controllers})
+	}
+	return fs
 }
 
 // parentsFile, in the store's root, lists the cgroup parent directories

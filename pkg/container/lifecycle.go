@@ -124,6 +124,7 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 		return nil, err
 	}
 	spec.ExecSocket = execSocket(st.Dir, st.Config)
+	spec.Cgroupfs = st.Cgroup.cgroupfs()
 	if st.Monitor != os.Getpid() {
 		if err := st.setMonitor(os.Getpid()); err != nil {
 			return nil, err
