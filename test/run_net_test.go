@@ -402,3 +402,35 @@ func TestRunNetGCAfterKill(t *testing.T) {
 	e.mustSucceed(e.run("rm", kept))
 	e.assertNoNetLeftovers()
 }
+
+// TestRunNetForeignPluginsDelInNetns: a network with a plugin that needs
+// the container's netns in DEL gets it there; the netns goes only after
+// DEL. The reference bridge reads the container's addresses inside it to
+// remove its masquerade rules, which would stay with an empty CNI_NETNS.
+func TestRunNetForeignPluginsDelInNetns(t *testing.T) {
+	harness.RequireRoot(t)
+	ref, err := harness.ReferencePluginsDir()
+	if err != nil {
+		t.Fatalf("reference plugins: %v", err)
+	}
+	host := harness.NewHost(t)
+	confDir, cniRoot, ipamDir := t.TempDir(), t.TempDir(), t.TempDir()
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "refnet", "plugins": [
+		{"type": "bridge", "bridge": "nsntref0", "isGateway": true, "ipMasq": true,
+		 "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.212.0.0/24"}]]}}]}`, ipamDir)
+	if err := os.WriteFile(filepath.Join(confDir, "10-refnet.conflist"), []byte(conflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newNsnetEnv(t)
+	e.in = host.Do
+	e.env = []string{"NSNET_CNI_ROOT=" + cniRoot}
+	opts := harness.LeftoverOptions{AllowLinks: []string{"nsntref0"}, IPAMDataDirs: []string{ipamDir}}
+	r := e.sh("ip -4 -o addr show eth0", "--net", "refnet", "--cni-conf-dir", confDir, "--cni-bin-dir", ref)
+	e.mustSucceed(r)
+	if !strings.Contains(r.stdout, "inet 10.212.0.") {
+		t.Fatalf("no address from the reference bridge in the container:\n%s", r.stdout)
+	}
+	// The bridge now exists; what is left beyond it and the IPAM lock
+	// would be the container's (its masquerade chain above all).
+	harness.AssertNoLeftovers(t, host, opts)
+}

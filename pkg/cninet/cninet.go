@@ -290,6 +290,20 @@ func Check(ctx context.Context, n *Network, containerID, netnsPath, ifName strin
 // with when the cache has them. netnsPath may be empty or name a netns that
 // is gone: plugins then clean up from their own records.
 func Detach(ctx context.Context, n *Network, containerID, netnsPath, ifName string) error {
+	return DetachAndRelease(ctx, n, containerID, netnsPath, ifName, nil)
+}
+
+// DetachAndRelease is Detach for a runtime that owns the netns at
+// netnsPath, whose processes are gone, and removes it with release. The
+// order is DEL, then release, so plugins can clean up inside the netns
+// (the reference bridge reads the interface's addresses there to remove
+// its masquerade rules). When every plugin the attachment was added with
+// cleans up from its own records (SelfCleaning), release comes first and
+// DEL runs with an empty CNI_NETNS: the kernel removes the container's
+// interface with the namespace in the background, where deleting it in a
+// live namespace makes DEL wait for RCU grace periods, tens of
+// milliseconds. A nil release is Detach.
+func DetachAndRelease(ctx context.Context, n *Network, containerID, netnsPath, ifName string, release func() error) error {
 	if netnsPath != "" {
 		if _, err := os.Stat(netnsPath); err != nil {
 			netnsPath = ""
@@ -300,10 +314,43 @@ func Detach(ctx context.Context, n *Network, containerID, netnsPath, ifName stri
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if release != nil && SelfCleaning(list) {
+		if err := release(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		release, rt.NetNS = nil, ""
+	}
 	if err := n.delList(ctx, list, rt); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if release != nil {
+		if err := release(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	return nil
+}
+
+// SelfCleaning reports whether every plugin of list removes in DEL what
+// its ADD made from records of its own, without looking into the
+// container's netns: nsnet's bridge-lite, with no IPAM or its in-process
+// host-local, and portmap-lite.
+func SelfCleaning(list *libcni.NetworkConfigList) bool {
+	if list == nil || len(list.Plugins) == 0 {
+		return false
+	}
+	for _, p := range list.Plugins {
+		switch p.Network.Type {
+		case "portmap-lite":
+		case "bridge-lite":
+			if t := p.Network.IPAM.Type; t != "" && t != "host-local" {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Attachment names one attachment for GC.

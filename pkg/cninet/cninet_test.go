@@ -292,3 +292,35 @@ func TestNotFoundErrorsAreLibcnis(t *testing.T) {
 		t.Errorf("empty dir: %T %v", err, err)
 	}
 }
+
+func TestSelfCleaning(t *testing.T) {
+	embedded, err := libcni.ConfListFromBytes(embeddedConfList(netip.MustParsePrefix("10.99.0.0/24"), t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !SelfCleaning(embedded) {
+		t.Error("the built-in network is not self-cleaning")
+	}
+	for _, c := range []struct {
+		name    string
+		plugins string
+		want    bool
+	}{
+		{"ours", `{"type":"bridge-lite","ipam":{"type":"host-local"}},{"type":"portmap-lite"}`, true},
+		{"no ipam", `{"type":"bridge-lite"}`, true},
+		{"delegated ipam", `{"type":"bridge-lite","ipam":{"type":"dhcp"}}`, false},
+		{"reference bridge", `{"type":"bridge","ipam":{"type":"host-local"}},{"type":"portmap-lite"}`, false},
+		{"extra plugin", `{"type":"bridge-lite"},{"type":"tuning"}`, false},
+	} {
+		list, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"n","plugins":[` + c.plugins + `]}`))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := SelfCleaning(list); got != c.want {
+			t.Errorf("%s: SelfCleaning = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if SelfCleaning(nil) {
+		t.Error("SelfCleaning(nil) = true")
+	}
+}

@@ -116,23 +116,16 @@ func (nw *Network) fill(res *types100.Result, ports []cninet.PortMapping) {
 	}
 }
 
-// detachNetwork unpins the netns of the container's attachment, if it has
-// one, and runs DEL for it. It clears st.Network on success; the caller
+// detachNetwork runs DEL for the container's attachment, if it has one,
+// and unpins its netns, which goes with the pin: the container's
+// processes are gone by now. With plugins that clean up from their own
+// records (bridge-lite, portmap-lite) the netns goes first (see
+// cninet.DetachAndRelease). It clears st.Network on success; the caller
 // records st.
-//
-// The container's processes are gone by now, so the netns goes with the
-// pin, and with it the container's end of the network; DEL then cleans
-// up after it with an empty CNI_NETNS, as the spec allows and containerd
-// does. The kernel tears the namespace down in the background, where
-// deleting the container's interface inside a live netns would make DEL
-// wait for it.
 func (s Store) detachNetwork(st *State) error {
 	nw := st.Network
 	if nw == nil {
 		return nil
-	}
-	if err := unpinNetNS(nw.NetNS); err != nil {
-		return fmt.Errorf("container %s: %w", st.ID, err)
 	}
 	n, err := st.cni, error(nil)
 	if n == nil {
@@ -141,7 +134,7 @@ func (s Store) detachNetwork(st *State) error {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cniTimeout)
 		defer cancel()
-		err = cninet.Detach(ctx, n, st.ID, "", nw.IfName)
+		err = cninet.DetachAndRelease(ctx, n, st.ID, nw.NetNS, nw.IfName, func() error { return unpinNetNS(nw.NetNS) })
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: %w", st.ID, err)
