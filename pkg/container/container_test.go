@@ -154,11 +154,44 @@ func TestStoreRecords(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != stateFile {
 		t.Errorf("state dir holds %v, want only %s (no temporary files)", entries, stateFile)
 	}
-	if err := s.remove(a.ID); err != nil {
+	if err := s.remove(a.ID, a.Name); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Load(a.ID); err == nil {
 		t.Error("removed container still loads")
+	}
+	if _, err := s.Load("first"); err == nil {
+		t.Error("the name of a removed container still loads")
+	}
+	// The name is free again; so is one whose link a crashed nsnet left.
+	c := &State{ID: "cccc11112222", Name: "first"}
+	if err := s.create(c); err != nil {
+		t.Fatalf("reusing a removed container's name: %v", err)
+	}
+	if err := os.RemoveAll(s.Dir(c.ID)); err != nil {
+		t.Fatal(err)
+	}
+	d := &State{ID: "dddd11112222", Name: "first"}
+	if err := s.create(d); err != nil {
+		t.Fatalf("taking over a stale name: %v", err)
+	}
+	if st, err := s.Load("first"); err != nil || st.ID != d.ID {
+		t.Errorf("Load(first) = %v, %v; want %s", st, err, d.ID)
+	}
+	// Ids and names must not shadow each other.
+	if err := s.create(&State{ID: "eeee11112222", Name: b.ID}); err == nil {
+		t.Error("a container was named after another's id")
+	}
+	if err := s.create(&State{ID: "first", Name: "first"}); err == nil {
+		t.Error("a container got another's name as its id")
+	}
+	for _, st := range []*State{b, d} {
+		if err := s.remove(st.ID, st.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := os.ReadDir(s.Root); len(entries) != 0 {
+		t.Errorf("state root holds %v after every container was removed", entries)
 	}
 }
 

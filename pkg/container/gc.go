@@ -50,7 +50,7 @@ func (s Store) GC() ([]Collected, error) {
 			}
 		}
 		if st.Config.AutoRemove {
-			if err := s.remove(st.ID); err != nil {
+			if err := s.remove(st.ID, st.Name); err != nil {
 				errs = append(errs, err)
 				continue
 			}

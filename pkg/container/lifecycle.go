@@ -112,7 +112,7 @@ func (st *State) setMonitor(pid int) error {
 func (s Store) Start(st *State, stdio Stdio) (*isolation.Process, error) {
 	p, err := s.start(st, stdio)
 	if err != nil {
-		s.remove(st.ID)
+		s.remove(st.ID, st.Name)
 		return nil, err
 	}
 	return p, nil
@@ -210,7 +210,7 @@ func (s Store) Finish(st *State, code int) error {
 	nerr := s.detachNetwork(st)
 	nerr = errors.Join(nerr, <-cgDone)
 	if st.Config.AutoRemove && nerr == nil {
-		return s.remove(st.ID)
+		return s.remove(st.ID, st.Name)
 	}
 	now := time.Now().UTC()
 	st.Status, st.ExitCode, st.Finished = Stopped, &code, &now
@@ -241,14 +241,14 @@ func (s Store) Run(st *State, stdio Stdio) (int, error) {
 func (s Store) StartDetached(st *State, monitorArgs []string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
-		s.remove(st.ID)
+		s.remove(st.ID, st.Name)
 		return fmt.Errorf("creating the monitor's pipe: %w", err)
 	}
 	defer r.Close()
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		w.Close()
-		s.remove(st.ID)
+		s.remove(st.ID, st.Name)
 		return err
 	}
 	defer devnull.Close()
@@ -264,7 +264,7 @@ func (s Store) StartDetached(st *State, monitorArgs []string) error {
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
-		s.remove(st.ID)
+		s.remove(st.ID, st.Name)
 		return fmt.Errorf("starting the monitor: %w", err)
 	}
 	line, _ := bufio.NewReader(r).ReadString('\n')
@@ -278,7 +278,7 @@ func (s Store) StartDetached(st *State, monitorArgs []string) error {
 	// it is left when this returns.
 	_ = cmd.Wait()
 	if line == "" {
-		s.remove(st.ID)
+		s.remove(st.ID, st.Name)
 		return errors.New("the monitor exited without starting the container")
 	}
 	return errors.New(line)
@@ -300,7 +300,7 @@ func (s Store) Monitor(id string, ready io.WriteCloser) int {
 	}
 	log, err := os.OpenFile(filepath.Join(st.Dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		s.remove(id)
+		s.remove(id, st.Name)
 		report(fmt.Sprintf("opening the log: %v", err))
 		return isolation.ExitSetupFailed
 	}
@@ -448,7 +448,7 @@ func (s Store) Remove(ref string, force bool) error {
 	if err := s.destroyCgroup(st); err != nil {
 		return errors.Join(err, s.save(st))
 	}
-	return s.remove(st.ID)
+	return s.remove(st.ID, st.Name)
 }
 
 // waitGone polls until the process is gone or timeout passes.

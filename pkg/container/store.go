@@ -34,14 +34,76 @@ type Store struct {
 // Dir is the state directory of container id.
 func (s Store) Dir(id string) string { return filepath.Join(s.Root, id) }
 
+// namesDir, in the store's root, holds a symlink per container whose name
+// is not its id, pointing at the id, so a name is claimed and looked up
+// without reading every record. The dot keeps it apart from ids.
+const namesDir = ".names"
+
+func (s Store) namePath(name string) string { return filepath.Join(s.Root, namesDir, name) }
+
+// nameOwner is the id of the container named name, or "": a link to a
+// container whose directory is gone (removed by a crashed nsnet) names
+// nothing.
+func (s Store) nameOwner(name string) string {
+	id, err := os.Readlink(s.namePath(name))
+	if err != nil || CheckID(id) != nil {
+		return ""
+	}
+	if _, err := os.Stat(s.Dir(id)); err != nil {
+		return ""
+	}
+	return id
+}
+
+// claimName points name at id unless a container holds it. symlink(2)
+// fails on an existing link, so of two nsnets claiming one name one wins.
+func (s Store) claimName(name, id string) error {
+	if err := os.Mkdir(filepath.Join(s.Root, namesDir), 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating the names index: %w", err)
+	}
+	for range 2 {
+		err := os.Symlink(id, s.namePath(name))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("recording the name %q: %w", name, err)
+		}
+		if s.nameOwner(name) != "" {
+			break
+		}
+		// Left by a container that is gone: take it over.
+		_ = os.Remove(s.namePath(name))
+	}
+	return fmt.Errorf("container name %q is already in use", name)
+}
+
+// releaseName removes the link of name if it still points at id, and the
+// index once empty.
+func (s Store) releaseName(name, id string) {
+	if name == "" || name == id {
+		return
+	}
+	if got, err := os.Readlink(s.namePath(name)); err == nil && got == id {
+		_ = os.Remove(s.namePath(name))
+	}
+	_ = os.Remove(filepath.Join(s.Root, namesDir))
+}
+
 // create makes the state directory of a new container and records st in
-// it; it fails if the id or the name is taken.
+// it; it fails if the id or the name is taken, also as the other: an id
+// and a name must each find one container.
 func (s Store) create(st *State) error {
 	if err := os.MkdirAll(s.Root, 0o711); err != nil {
 		return fmt.Errorf("creating state root %s: %w", s.Root, err)
 	}
-	if _, err := s.Load(st.Name); err == nil {
-		return fmt.Errorf("container name %q is already in use", st.Name)
+	if st.Name != st.ID {
+		if _, err := os.Stat(s.Dir(st.Name)); err == nil {
+			return fmt.Errorf("container name %q is already in use (as an id)", st.Name)
+		}
+	}
+	if s.nameOwner(st.ID) != "" {
+		return fmt.Errorf("container id %q is already in use (as a name)", st.ID)
 	}
 	dir := s.Dir(st.ID)
 	if err := os.Mkdir(dir, 0o711); err != nil {
@@ -50,9 +112,15 @@ func (s Store) create(st *State) error {
 		}
 		return fmt.Errorf("creating state directory: %w", err)
 	}
+	if st.Name != st.ID {
+		if err := s.claimName(st.Name, st.ID); err != nil {
+			os.RemoveAll(dir)
+			return err
+		}
+	}
 	st.Dir = dir
 	if err := s.save(st); err != nil {
-		os.RemoveAll(dir)
+		s.remove(st.ID, st.Name)
 		return err
 	}
 	return nil
@@ -130,29 +198,34 @@ func (s Store) Load(ref string) (*State, error) {
 	if CheckID(ref) != nil {
 		return nil, fmt.Errorf("%w: %q is not a valid id or name", ErrNotFound, ref)
 	}
-	if st, err := s.read(ref); err == nil {
+	id := ref
+	if owner := s.nameOwner(ref); owner != "" {
+		id = owner
+	}
+	if st, err := s.read(id); err == nil {
 		return s.refreshed(st), nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	all, err := s.List()
-	if err != nil {
-		return nil, err
+	entries, err := os.ReadDir(s.Root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("listing %s: %w", s.Root, err)
 	}
-	var byPrefix []*State
-	for _, st := range all {
-		if st.Name == ref {
-			return st, nil
-		}
-		if strings.HasPrefix(st.ID, ref) {
-			byPrefix = append(byPrefix, st)
+	var byPrefix []string
+	for _, e := range entries {
+		if e.IsDir() && CheckID(e.Name()) == nil && strings.HasPrefix(e.Name(), ref) {
+			byPrefix = append(byPrefix, e.Name())
 		}
 	}
 	switch len(byPrefix) {
 	case 0:
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
 	case 1:
-		return byPrefix[0], nil
+		st, err := s.read(byPrefix[0])
+		if err != nil {
+			return nil, err
+		}
+		return s.refreshed(st), nil
 	}
 	return nil, fmt.Errorf("container id prefix %q is ambiguous", ref)
 }
@@ -197,10 +270,12 @@ func (s Store) refreshed(st *State) *State {
 	return st
 }
 
-// remove deletes the state directory of id.
-func (s Store) remove(id string) error {
+// remove deletes the state directory of id, and the name index's link of
+// name ("" when the record was unreadable: the link is taken over later).
+func (s Store) remove(id, name string) error {
 	if err := os.RemoveAll(s.Dir(id)); err != nil {
 		return fmt.Errorf("removing state of %s: %w", id, err)
 	}
+	s.releaseName(name, id)
 	return nil
 }
