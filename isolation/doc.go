@@ -7,9 +7,11 @@
 // Go's runtime is multi-threaded, and unshare/setns on one of its threads
 // would leave the others behind, so the work is done by a re-executed copy
 // of the calling binary: Start clones it straight into the new namespaces
-// (and, on cgroup v2, the container's cgroup), it builds the container and
-// execs the command or becomes the built-in init (package initproc). That copy recognises itself in Reexec, which main must
-// call first. The handshake between the two is drawn in sync.go.
+// and the container's cgroup (CLONE_INTO_CGROUP on v2; on v1 from a thread
+// that entered the cgroup first, see fork.go), it builds the container and
+// execs the command or becomes the built-in init (package initproc). That
+// copy recognises itself in Reexec, which main must call first. The
+// handshake between the two is drawn in sync.go.
 //
 // Exec runs a further command in a running container: a go-between joins
 // the container's namespaces from outside, or, in a container with an exec
