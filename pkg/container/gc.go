@@ -1,6 +1,10 @@
 package container
 
-import "errors"
+import (
+	"errors"
+	"os"
+	"path/filepath"
+)
 
 // Collected is what GC did for one container.
 type Collected struct {
@@ -19,8 +23,10 @@ type Collected struct {
 // Containers still running, or whose monitor still lives and so is about
 // to finish them itself, are left alone. A container whose DEL fails
 // stays recorded with its attachment, for a later gc or rm to retry; GC
-// goes on with the others and returns the errors joined.
+// goes on with the others and returns the errors joined. It also drops
+// the names-index links of containers whose directory is gone.
 func (s Store) GC() ([]Collected, error) {
+	defer s.pruneNames()
 	list, err := s.List()
 	if err != nil {
 		return nil, err
@@ -62,4 +68,19 @@ func (s Store) GC() ([]Collected, error) {
 		done = append(done, c)
 	}
 	return done, errors.Join(errs...)
+}
+
+// pruneNames removes the names-index links that name no container (left by
+// a removal cut short), and the index once empty.
+func (s Store) pruneNames() {
+	entries, err := os.ReadDir(filepath.Join(s.Root, namesDir))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if s.nameOwner(e.Name()) == "" {
+			_ = os.Remove(s.namePath(e.Name()))
+		}
+	}
+	_ = os.Remove(filepath.Join(s.Root, namesDir))
 }

@@ -50,3 +50,25 @@ func TestGCWithoutNetwork(t *testing.T) {
 		t.Error("gone-rm is still recorded")
 	}
 }
+
+func TestGCPrunesStaleNames(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	for _, st := range []*State{{ID: "aaaa1111", Name: "kept"}, {ID: "bbbb2222", Name: "stale"}} {
+		if err := s.create(st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A removal cut short: the directory went, the link stayed.
+	if err := os.RemoveAll(s.Dir("bbbb2222")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GC(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(s.namePath("stale")); err == nil {
+		t.Error("GC left the link of a container that is gone")
+	}
+	if s.nameOwner("kept") != "aaaa1111" {
+		t.Error("GC dropped the link of a live container")
+	}
+}
