@@ -29,8 +29,9 @@ type Cgroup struct {
 }
 
 // initTasks is about how many tasks of a pids limit nsnet's init takes:
-// its Go runtime's threads.
-const initTasks = 8
+// its Go runtime's threads, 8 or 9 measured (one more with an exec
+// socket), and the command's first fork.
+const initTasks = 10
 
 // checkPidsRoom refuses a pids limit that leaves the command of a
 // container with the init no task: the init's runtime would fail to make
