@@ -302,12 +302,12 @@ func TestCgroupUpdateAndStats(t *testing.T) {
 	if got := readTrim(t, memFile); got != strconv.Itoa(64<<20) {
 		t.Fatalf("%s = %s, want %d", memFile, got, 64<<20)
 	}
-	e.mustSucceed(e.run("update", "--memory", "48m", "--pids-limit", "10", id))
+	e.mustSucceed(e.run("update", "--memory", "48m", "--pids-limit", "20", id))
 	if got := readTrim(t, memFile); got != strconv.Itoa(48<<20) {
 		t.Errorf("after update %s = %s, want %d", memFile, got, 48<<20)
 	}
-	if got := readTrim(t, pidsFile); got != "10" {
-		t.Errorf("after update %s = %s, want 10", pidsFile, got)
+	if got := readTrim(t, pidsFile); got != "20" {
+		t.Errorf("after update %s = %s, want 20", pidsFile, got)
 	}
 	if r := e.run("update", "--cpus", "1000", id); r.code != 125 || !strings.Contains(r.stderr, "CPUs") {
 		t.Errorf("update --cpus 1000: %s; want exit 125 naming the CPUs", r)
