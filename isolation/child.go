@@ -281,25 +281,40 @@ func becomeInit(cfg childConfig, p prepared, ch *channel, syncFile *os.File) (la
 	}
 	// ps shows the init by this name; a failure is only cosmetic.
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
-	var serve func(*initproc.Children)
-	if cfg.ExecSocket {
-		srv, err := newExecServer(execSocketFD)
-		if err != nil {
-			return nil, err
-		}
-		serve = srv.serve
+	serve, err := execServe(cfg.ExecSocket)
+	if err != nil {
+		return nil, err
 	}
 	return func() error {
 		cmd := initproc.Command{Path: p.path, Args: cfg.Args, Env: cfg.Env, Terminal: isTerminal(0)}
-		code := initproc.Run(cmd, <-p.signals, func(err error) {
-			if err != nil {
-				_ = ch.send(message{Type: msgError, Error: err.Error()})
-			}
-			syncFile.Close()
-		}, serve)
-		os.Exit(code)
+		os.Exit(initproc.Run(cmd, <-p.signals, reportStart(ch, syncFile), serve))
 		return nil
 	}, nil
+}
+
+// reportStart is the init's report of its command's start
+// (initproc.Run's started): a failure goes to the parent on the sync
+// channel, which is closed either way so the command does not hold it.
+func reportStart(ch *channel, syncFile *os.File) func(error) {
+	return func(err error) {
+		if err != nil {
+			_ = ch.send(message{Type: msgError, Error: err.Error()})
+		}
+		syncFile.Close()
+	}
+}
+
+// execServe is what serves the exec socket at execSocketFD for the init,
+// or nil without one.
+func execServe(on bool) (func(*initproc.Children), error) {
+	if !on {
+		return nil, nil
+	}
+	srv, err := newExecServer(execSocketFD)
+	if err != nil {
+		return nil, err
+	}
+	return srv.serve, nil
 }
 
 // joinThreadNamespaces moves every thread into the namespaces the

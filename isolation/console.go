@@ -57,21 +57,38 @@ var errNoConsole = errors.New("no console from the child")
 
 // receiveConsole takes the pty master the child sent on sock.
 func receiveConsole(sock *os.File) (*os.File, error) {
-	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4))
-	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+	_, fds, truncated, err := recvWithFDs(int(sock.Fd()), make([]byte, 1), 1)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoConsole, err)
 	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("%w: no descriptor (%v)", errNoConsole, err)
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("%w: no descriptor (%v)", errNoConsole, err)
+	if truncated || len(fds) != 1 {
+		closeFDs(fds)
+		return nil, fmt.Errorf("%w: %d descriptors", errNoConsole, len(fds))
 	}
 	return os.NewFile(uintptr(fds[0]), "console"), nil
+}
+
+// recvWithFDs reads one message into buf and the descriptors sent with it
+// (close-on-exec). truncated says that the message or its descriptors did
+// not fit, or that there were more than maxFDs of them.
+func recvWithFDs(sock int, buf []byte, maxFDs int) (n int, fds []int, truncated bool, err error) {
+	oob := make([]byte, unix.CmsgSpace(max(maxFDs, 1)*4))
+	n, oobn, flags, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return 0, nil, false, fmt.Errorf("parsing control messages: %w", err)
+		}
+		for i := range msgs {
+			if rights, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+				fds = append(fds, rights...)
+			}
+		}
+	}
+	return n, fds, flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || len(fds) > maxFDs, nil
 }
 
 // attachConsole starts relaying. A terminal on stdin goes into raw mode,

@@ -2,6 +2,7 @@ package isolation
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -60,21 +61,11 @@ func forkChild(cmd *exec.Cmd, tasks []string) (tid int, err error) {
 // "tasks" files.
 func enterTasks(tasks []string) error {
 	for _, file := range tasks {
-		if err := writeFile(file, "0"); err != nil {
+		if err := os.WriteFile(file, []byte("0"), 0); err != nil {
 			return fmt.Errorf("entering cgroup %s: %w", filepath.Dir(file), err)
 		}
 	}
 	return nil
-}
-
-func writeFile(path, data string) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	_, err = unix.Write(fd, []byte(data))
-	return err
 }
 
 // waitThreadEnd waits until thread tid of this process has ended, which

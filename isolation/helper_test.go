@@ -44,7 +44,12 @@ func runHelper(name string) int {
 // process, as `nsnet run --userns` run by a normal user would.
 func runRootless(root, volume string, args []string) int {
 	spec := Spec{Rootfs: root, Args: args, UserNS: true, Init: true, Volumes: []Volume{{Source: volume, Target: "/mnt"}}}
-	p, err := Start(spec, Options{Stdout: os.Stdout, Stderr: os.Stderr})
+	return exitCodeOf(Start(spec, Options{Stdout: os.Stdout, Stderr: os.Stderr}))
+}
+
+// exitCodeOf waits for a started p and returns its exit code, printing
+// what went wrong on stderr; a failed start is ExitSetupFailed.
+func exitCodeOf(p *Process, err error) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return ExitSetupFailed
@@ -70,16 +75,7 @@ func runRootlessExec(root, sock string, args []string) int {
 		_ = c.Signal(unix.SIGKILL)
 		_, _ = c.Wait()
 	}()
-	p, err := Exec(c.Pid, ExecSpec{Args: args, Socket: sock}, Options{Stdout: os.Stdout, Stderr: os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return ExitSetupFailed
-	}
-	code, err := p.Wait()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	return code
+	return exitCodeOf(Exec(c.Pid, ExecSpec{Args: args, Socket: sock}, Options{Stdout: os.Stdout, Stderr: os.Stderr}))
 }
 
 // escapeAttempts tries the known ways out of a container's root and

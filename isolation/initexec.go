@@ -557,27 +557,14 @@ func sendMessage(conn int, v any, fds ...int) error {
 // maxFDs. The peer having closed its end is io.EOF.
 func recvMessage(conn int, v any, size, maxFDs int) ([]int, error) {
 	buf := make([]byte, size)
-	oob := make([]byte, unix.CmsgSpace(max(maxFDs, 1)*4))
-	n, oobn, flags, _, err := unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	n, fds, truncated, err := recvWithFDs(conn, buf, maxFDs)
 	if err != nil {
 		return nil, err
 	}
-	var fds []int
-	if oobn > 0 {
-		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil {
-			return nil, fmt.Errorf("parsing control messages: %w", err)
-		}
-		for i := range msgs {
-			if rights, err := unix.ParseUnixRights(&msgs[i]); err == nil {
-				fds = append(fds, rights...)
-			}
-		}
-	}
 	switch {
-	case n == 0 && oobn == 0:
+	case n == 0 && len(fds) == 0:
 		return nil, io.EOF
-	case flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || len(fds) > maxFDs:
+	case truncated:
 		err = errors.New("message too large")
 	default:
 		err = json.Unmarshal(buf[:n], v)

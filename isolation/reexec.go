@@ -72,21 +72,16 @@ func runInit() {
 	_ = os.WriteFile("/proc/self/comm", []byte(initArg0), 0)
 	unix.CloseOnExec(syncFD)
 	syncFile := os.NewFile(syncFD, "sync")
-	report := func(err error) {
-		if err != nil {
-			_ = newChannel(syncFile).send(message{Type: msgError, Error: err.Error()})
-		}
-		syncFile.Close()
-	}
-	var serve func(*initproc.Children)
-	if on, err := unix.GetsockoptInt(execSocketFD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && on == 1 {
+	report := reportStart(newChannel(syncFile), syncFile)
+	listening, err := unix.GetsockoptInt(execSocketFD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	hasSocket := err == nil && listening == 1
+	if hasSocket {
 		unix.CloseOnExec(execSocketFD)
-		srv, err := newExecServer(execSocketFD)
-		if err != nil {
-			report(err)
-			os.Exit(ExitSetupFailed)
-		}
-		serve = srv.serve
+	}
+	serve, err := execServe(hasSocket)
+	if err != nil {
+		report(err)
+		os.Exit(ExitSetupFailed)
 	}
 	cmd := initproc.Command{Path: os.Args[1], Args: os.Args[3:], Env: os.Environ(), Terminal: isTerminal(0)}
 	os.Exit(initproc.Run(cmd, nil, report, serve))

@@ -69,7 +69,7 @@ func Delete(host string) error {
 		}
 		return fmt.Errorf("looking up %s: %w", host, err)
 	}
-	if peerNetnsDying(l) {
+	if PeerNetnsDying(l) {
 		return nil
 	}
 	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -101,13 +101,13 @@ func DeleteIn(contNS ns.NetNS, ifName string) error {
 // it reports as -1, when the peer is in the link's own namespace.
 const nsidNotAssigned = 1<<32 - 1
 
-// peerNetnsDying reports whether l's peer lives in another network
+// PeerNetnsDying reports whether l's peer lives in another network
 // namespace that is being destroyed. The kernel names a live peer
 // namespace by an id, allocating one if needed, and a dying one it can no
 // longer take a reference on as not assigned. Right after the last
 // reference went, the old id may still be reported: the pair is then
 // deleted as any other, which is correct, only slower.
-func peerNetnsDying(l netlink.Link) bool {
+func PeerNetnsDying(l netlink.Link) bool {
 	return l.Attrs().NetNsID == nsidNotAssigned
 }
 

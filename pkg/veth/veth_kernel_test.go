@@ -54,7 +54,7 @@ func TestDeleteLeavesPairOfDyingNetnsToKernel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if peerNetnsDying(l) {
+		if PeerNetnsDying(l) {
 			t.Fatalf("peer netns reported dying while alive (netnsid %d)", l.Attrs().NetNsID)
 		}
 		// The runtime releases the container's netns: nothing else
@@ -74,7 +74,7 @@ func TestDeleteLeavesPairOfDyingNetnsToKernel(t *testing.T) {
 			}
 			// Delete leaves such a pair alone: the kernel must then
 			// remove it by itself, which the loop waits for.
-			if peerNetnsDying(l) {
+			if PeerNetnsDying(l) {
 				sawDying = true
 				if err := Delete("nsnetvt0"); err != nil {
 					t.Fatalf("Delete: %v", err)
@@ -127,7 +127,7 @@ func TestPeerInSameNetnsIsNotDying(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if peerNetnsDying(l) {
+		if PeerNetnsDying(l) {
 			t.Fatalf("a pair within one netns reported as dying (netnsid %d)", l.Attrs().NetNsID)
 		}
 		if err := Delete("nsnetvt2"); err != nil {

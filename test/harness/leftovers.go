@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/nsnet/nsnet/pkg/veth"
 )
 
 // LeftoverOptions says what may remain in a sandbox host after DEL and where plugin state lives.
@@ -198,8 +200,8 @@ func linkLines(n *NetNS) ([]linkInfo, error) {
 	for _, l := range links {
 		// A pair whose other end is in a namespace being destroyed is
 		// on its way out: the kernel removes it with that namespace, in
-		// the background (NETNSA_NSID_NOT_ASSIGNED, decoded unsigned).
-		if l.Attrs().NetNsID == 1<<32-1 {
+		// the background.
+		if veth.PeerNetnsDying(l) {
 			continue
 		}
 		out = append(out, linkInfo{name: l.Attrs().Name, kind: l.Type()})
