@@ -124,6 +124,7 @@ capabilities.`,
 			}
 			relay := container.NewSignalRelay()
 			defer relay.Stop()
+			relay.Ready()
 			p, err := store().Exec(args[0], argv, envList(env), cwd, tty,
 				container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 			if err != nil {

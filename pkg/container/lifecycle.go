@@ -108,9 +108,10 @@ func (st *State) setMonitor(pid int) error {
 // Start starts a prepared container and records it as running, with the
 // calling process as its monitor: the one that must Wait and Finish. A
 // container on a CNI network is attached to it before its command starts.
-// On failure the container's state is removed.
-func (s Store) Start(st *State, stdio Stdio) (*isolation.Process, error) {
-	p, err := s.start(st, stdio)
+// relay, when not nil, catches signals before the container's process
+// exists. On failure the container's state is removed.
+func (s Store) Start(st *State, stdio Stdio, relay *SignalRelay) (*isolation.Process, error) {
+	p, err := s.start(st, stdio, relay)
 	if err != nil {
 		s.remove(st.ID, st.Name)
 		return nil, err
@@ -118,7 +119,7 @@ func (s Store) Start(st *State, stdio Stdio) (*isolation.Process, error) {
 	return p, nil
 }
 
-func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
+func (s Store) start(st *State, stdio Stdio, relay *SignalRelay) (*isolation.Process, error) {
 	spec, err := st.Config.spec(etcFiles(st.Dir))
 	if err != nil {
 		return nil, err
@@ -170,6 +171,7 @@ func (s Store) start(st *State, stdio Stdio) (*isolation.Process, error) {
 			opts.Place, opts.CgroupDir, opts.CgroupTasks = nil, entry.Dir, entry.Tasks
 		}
 	}
+	relay.Ready()
 	p, err := isolation.Start(spec, opts)
 	if err != nil {
 		// The attachment exists when the start failed after Prestart.
@@ -222,7 +224,7 @@ func (s Store) Finish(st *State, code int) error {
 func (s Store) Run(st *State, stdio Stdio) (int, error) {
 	relay := NewSignalRelay()
 	defer relay.Stop()
-	p, err := s.Start(st, stdio)
+	p, err := s.Start(st, stdio, relay)
 	if err != nil {
 		return 0, err
 	}
@@ -307,7 +309,7 @@ func (s Store) Monitor(id string, ready io.WriteCloser) int {
 	defer log.Close()
 	relay := NewSignalRelay()
 	defer relay.Stop()
-	p, err := s.Start(st, Stdio{Stdout: log, Stderr: log})
+	p, err := s.Start(st, Stdio{Stdout: log, Stderr: log}, relay)
 	if err != nil {
 		report(err.Error())
 		return isolation.ExitSetupFailed
@@ -464,24 +466,39 @@ func waitGone(pid int, start uint64, timeout time.Duration) bool {
 }
 
 // SignalRelay forwards SIGINT, SIGTERM and SIGHUP to a container or an
-// exec'd command. It catches them from its creation, before the process
-// starts, so one that arrives during setup is delivered rather than killing
-// nsnet and leaving the container without the process that waits for it.
+// exec'd command. It catches them before the process starts, so one that
+// arrives during setup is delivered rather than killing nsnet and leaving
+// the container without the process that waits for it.
 type SignalRelay struct {
-	ch   chan os.Signal
-	done chan struct{}
+	ch       chan os.Signal
+	catching chan struct{}
+	done     chan struct{}
 }
 
-// NewSignalRelay starts catching the signals.
+// NewSignalRelay starts catching the signals. Subscribing takes a round
+// trip per signal with os/signal's thread, most of a millisecond: it runs
+// in the background, and Start waits for it only before the container's
+// process is created.
 func NewSignalRelay() *SignalRelay {
-	r := &SignalRelay{ch: make(chan os.Signal, 8), done: make(chan struct{})}
-	signal.Notify(r.ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	r := &SignalRelay{ch: make(chan os.Signal, 8), catching: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		signal.Notify(r.ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+		close(r.catching)
+	}()
 	return r
+}
+
+// Ready returns once the signals are caught; a nil relay catches none.
+func (r *SignalRelay) Ready() {
+	if r != nil {
+		<-r.catching
+	}
 }
 
 // Forward sends the signals caught so far, and later ones, to p until Stop.
 func (r *SignalRelay) Forward(p *isolation.Process) {
 	go func() {
+		<-r.catching
 		for {
 			select {
 			case sig := <-r.ch:
@@ -493,8 +510,13 @@ func (r *SignalRelay) Forward(p *isolation.Process) {
 	}()
 }
 
-// Stop restores the signals' default handling.
+// Stop ends the forwarding at once and restores the signals' default
+// handling in the background: os/signal waits for its signal loop to be
+// idle, most of a millisecond that a caller about to exit has no use for.
 func (r *SignalRelay) Stop() {
-	signal.Stop(r.ch)
 	close(r.done)
+	go func() {
+		<-r.catching
+		signal.Stop(r.ch)
+	}()
 }
