@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -55,11 +56,12 @@ type Command struct {
 }
 
 // Signals are the init's signal subscriptions, made before the command
-// starts so that neither its early exit nor an early signal is lost.
-// SIGCHLD has its own one-slot channel: a pending value means a reap is
-// due, and each reap collects every exited child.
+// starts so that no early signal is lost. Children are collected by a
+// blocking wait4 instead of on SIGCHLD: the kernel wakes the waiting
+// thread directly, where a signal would go through os/signal's thread and
+// two goroutines first.
 type Signals struct {
-	children, forward chan os.Signal
+	forward chan os.Signal
 }
 
 // Subscribe makes the init's subscriptions. os/signal enables each signal
@@ -67,8 +69,7 @@ type Signals struct {
 // in all: an init with other work to do first can subscribe on another
 // goroutine meanwhile and hand the result to Run.
 func Subscribe() *Signals {
-	s := &Signals{children: make(chan os.Signal, 1), forward: make(chan os.Signal, 16)}
-	signal.Notify(s.children, unix.SIGCHLD)
+	s := &Signals{forward: make(chan os.Signal, 16)}
 	signal.Notify(s.forward, Forwarded...)
 	return s
 }
@@ -150,46 +151,51 @@ func Run(cmd Command, sigs *Signals, started func(error), serve func(*Children))
 	if sigs == nil {
 		sigs = Subscribe()
 	}
+	// Held across a fork and the child's registration, so the reaper
+	// finds every child it collects registered.
+	var mu sync.Mutex
+	waiting := map[int]chan<- syscall.WaitStatus{}
+	mu.Lock()
 	pid, err := forkExec(cmd, nil)
+	mu.Unlock()
 	if err != nil {
 		started(fmt.Errorf("starting %s: %w", cmd.Path, err))
 		return startFailureCode(err)
 	}
 	started(nil)
 
+	exited := make(chan syscall.WaitStatus, 1)
+	go reap(pid, &mu, waiting, exited)
 	children := &Children{start: make(chan startRequest), done: make(chan struct{})}
 	defer close(children.done)
-	// waiting holds the children started through Children until reaped.
-	// Only this goroutine forks and reaps, so a child that exits at once
-	// is registered before its status can be collected.
-	waiting := map[int]chan<- syscall.WaitStatus{}
 	if serve != nil {
 		go serve(children)
 	}
 	for {
 		select {
 		case sig := <-sigs.forward:
-			// ESRCH only means the command is gone and its SIGCHLD is pending.
+			// ESRCH only means the command is gone and the reaper is
+			// about to report it.
 			_ = unix.Kill(pid, sig.(unix.Signal))
-		case <-sigs.children:
-			if ws, done := reap(pid, waiting); done {
-				return ExitCode(ws)
-			}
+		case ws := <-exited:
+			return ExitCode(ws)
 		case req := <-children.start:
-			req.reply <- startChild(req.cmd, waiting)
+			req.reply <- startChild(req.cmd, &mu, waiting)
 		}
 	}
 }
 
 // startChild forks a child for Children.Start and registers it in waiting.
-func startChild(cmd Command, waiting map[int]chan<- syscall.WaitStatus) startReply {
+func startChild(cmd Command, mu *sync.Mutex, waiting map[int]chan<- syscall.WaitStatus) startReply {
 	pidfd := -1
+	mu.Lock()
+	defer mu.Unlock()
 	pid, err := forkExec(cmd, &pidfd)
 	if err != nil {
 		return startReply{pidfd: -1, err: fmt.Errorf("starting %s: %w", cmd.Path, err)}
 	}
 	if pidfd < 0 {
-		// The child runs and is reaped below; without a pidfd the caller
+		// The child runs and is reaped; without a pidfd the caller
 		// could not signal it safely, so it goes.
 		_ = unix.Kill(pid, unix.SIGKILL)
 		return startReply{pidfd: -1, err: errors.New("the kernel returned no pidfd for the child")}
@@ -216,24 +222,31 @@ func forkExec(cmd Command, pidfd *int) (int, error) {
 	})
 }
 
-// reap collects every exited child, hands the status of one started
-// through Children to its channel, and reports the command's status once
-// the command is among them.
-func reap(pid int, waiting map[int]chan<- syscall.WaitStatus) (status syscall.WaitStatus, done bool) {
+// reap collects every child that exits, orphans included, until the
+// command does: it hands the status of one started through Children to its
+// channel and sends the command's to main.
+func reap(pid int, mu *sync.Mutex, waiting map[int]chan<- syscall.WaitStatus, main chan<- syscall.WaitStatus) {
 	for {
 		var ws syscall.WaitStatus
-		got, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		got, err := syscall.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if err != nil || got <= 0 {
-			return status, done
+		if err != nil {
+			// ECHILD: something else in the process reaped the
+			// command, whose status is lost.
+			main <- syscall.WaitStatus(255 << 8)
+			return
 		}
 		if got == pid {
-			status, done = ws, true
-		} else if exited, ok := waiting[got]; ok {
+			main <- ws
+			return
+		}
+		mu.Lock()
+		if exited, ok := waiting[got]; ok {
 			exited <- ws
 			delete(waiting, got)
 		}
+		mu.Unlock()
 	}
 }
