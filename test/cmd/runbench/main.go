@@ -211,6 +211,17 @@ func setupTools(opts *options, deferCleanup func(func() error)) ([]*tool, []skip
 		}
 		tools = append(tools, t)
 	}
+	if !opts.limits {
+		bin, err := buildFloor(tmp)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		floors, err := newFloorTools(bin, rootfs)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		tools = append(tools, floors...)
+	}
 	return tools, skipped, nil, nil
 }
 

@@ -31,6 +31,9 @@ type tool struct {
 	after func(id string) error
 	// cleanup runs once at the end.
 	cleanup func() error
+	// floor marks a reference that is not a runtime: the report compares it with the
+	// runtimes instead of nsnet with it.
+	floor bool
 }
 
 // run times one whole invocation, fork/exec to exit (of the last, for a sequence).
