@@ -6,12 +6,13 @@
 package container
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/isolation"
 	"github.com/nsnet/nsnet/isolation/cgroups"
@@ -173,10 +174,13 @@ func validName(s string) bool {
 	return true
 }
 
-// NewID returns a random id of 12 hex digits.
+// NewID returns a random id of 12 hex digits. The bytes come from
+// getrandom(2) directly: crypto/rand's first use in a process costs a
+// third of a millisecond of every nsnet run, for an id that needs no more
+// than the kernel's pool.
 func NewID() (string, error) {
 	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	if _, err := unix.Getrandom(b[:], 0); err != nil {
 		return "", fmt.Errorf("generating an id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
