@@ -105,8 +105,12 @@ type Cgroupfs struct {
 type CgroupHierarchy struct {
 	// Dir is its directory's name in /sys/fs/cgroup ("cpu,cpuacct").
 	Dir string
-	// Controllers are all the controllers bound to the hierarchy.
+	// Controllers are all the controllers bound to the hierarchy; none
+	// for a named one.
 	Controllers []string
+	// Name is a named hierarchy's name (name=systemd's "systemd"), which
+	// holds no controllers.
+	Name string
 }
 
 // Volume is a host path bound into the container.
@@ -385,7 +389,12 @@ func (c Cgroupfs) resolve() (rootfs.Cgroups, error) {
 			return rc, invalid("cgroup hierarchy directory %q given twice", h.Dir)
 		}
 		dirs[h.Dir] = true
-		if len(h.Controllers) == 0 {
+		switch {
+		case h.Name != "" && len(h.Controllers) > 0:
+			return rc, invalid("cgroup hierarchy %s has both a name and controllers", h.Dir)
+		case h.Name != "" && !controllerName(h.Name):
+			return rc, invalid("cgroup hierarchy %s: %q is not a hierarchy name", h.Dir, h.Name)
+		case h.Name == "" && len(h.Controllers) == 0:
 			return rc, invalid("cgroup hierarchy %s has no controllers", h.Dir)
 		}
 		for _, ctrl := range h.Controllers {
@@ -393,7 +402,7 @@ func (c Cgroupfs) resolve() (rootfs.Cgroups, error) {
 				return rc, invalid("cgroup hierarchy %s: %q is not a controller name", h.Dir, ctrl)
 			}
 		}
-		rc.V1 = append(rc.V1, rootfs.CgroupV1{Dir: h.Dir, Controllers: slices.Clone(h.Controllers)})
+		rc.V1 = append(rc.V1, rootfs.CgroupV1{Dir: h.Dir, Controllers: slices.Clone(h.Controllers), Name: h.Name})
 	}
 	return rc, nil
 }

@@ -193,7 +193,13 @@ func TestResolveCgroupfs(t *testing.T) {
 		{name: "dir twice", in: Cgroupfs{V1: []CgroupHierarchy{memory, {Dir: "memory", Controllers: []string{"pids"}}}}, err: true},
 		{name: "no controllers", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory"}}}, err: true},
 		{name: "option in a controller", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory", Controllers: []string{"memory,name=x"}}}}, err: true},
-		{name: "named hierarchy", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "systemd", Controllers: []string{"name=systemd"}}}}, err: true},
+		{name: "name as a controller", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "systemd", Controllers: []string{"name=systemd"}}}}, err: true},
+		{name: "named hierarchy", in: Cgroupfs{V1: []CgroupHierarchy{memory, {Dir: "systemd", Name: "systemd"}}}, want: rootfs.Cgroups{V1: []rootfs.CgroupV1{
+			{Dir: "memory", Controllers: []string{"memory"}},
+			{Dir: "systemd", Name: "systemd"},
+		}}},
+		{name: "named hierarchy with controllers", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "systemd", Name: "systemd", Controllers: []string{"cpu"}}}}, err: true},
+		{name: "option in a name", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "systemd", Name: "systemd,cpu"}}}, err: true},
 		{name: "upper case", in: Cgroupfs{V1: []CgroupHierarchy{{Dir: "memory", Controllers: []string{"Memory"}}}}, err: true},
 	}
 	for _, tt := range tests {

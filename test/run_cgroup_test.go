@@ -366,6 +366,96 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 }
 
+// hasNamedSystemd reports a host whose processes are in a name=systemd
+// hierarchy, read from /proc/self/cgroup without nsnet's detection.
+func hasNamedSystemd(t testing.TB) bool {
+	t.Helper()
+	return strings.Contains(readTrim(t, "/proc/self/cgroup"), ":name=systemd:/")
+}
+
+// namedSystemd is the name=systemd hierarchy of a v1 host as process pid
+// sees it; the test is skipped without one.
+func namedSystemd(t testing.TB, pid int) cgroups.Hierarchy {
+	t.Helper()
+	if !hasNamedSystemd(t) {
+		t.Skip("no name=systemd hierarchy (pure cgroup v2 host)")
+	}
+	for _, h := range hostLayout(t, pid).V1 {
+		if h.Name == cgroups.NamedSystemd {
+			return h
+		}
+	}
+	t.Fatalf("process %d is in a name=systemd hierarchy, but the detected layout has none", pid)
+	return cgroups.Hierarchy{}
+}
+
+// TestCgroupNamedSystemd: on a v1 host the container also gets a cgroup
+// in the name=systemd hierarchy, below the test's own there, as runc and
+// Docker make one. Its PID 1 and exec'd commands are in it, it sees it as
+// / through its cgroup namespace and mounted read-only at
+// /sys/fs/cgroup/systemd, and rm removes it.
+func TestCgroupNamedSystemd(t *testing.T) {
+	e := newCgroupEnv(t)
+	h := namedSystemd(t, os.Getpid())
+	id := e.detach(e.runArgs("--", "sleep", "60")...)
+	pid := e.inspect(id).Pid
+	want := filepath.Join(h.Own, e.parent, id)
+	if got := namedSystemd(t, pid).Own; got != want {
+		t.Errorf("PID 1 is in name=systemd:%s, want %s", got, want)
+	}
+	rel, ok := strings.CutPrefix(want, h.Root)
+	if !ok {
+		t.Fatalf("%s is outside %s mounted at %s", want, h.Root, h.Mountpoint)
+	}
+	dir := filepath.Join(h.Mountpoint, rel)
+	if procs := strings.Fields(readTrim(t, filepath.Join(dir, "cgroup.procs"))); !slices.Contains(procs, strconv.Itoa(pid)) {
+		t.Errorf("%s/cgroup.procs = %v, want PID 1 (%d) in it", dir, procs, pid)
+	}
+
+	script := `grep name=systemd /proc/self/cgroup | sed 's/^/self /'
+		grep name=systemd /proc/1/cgroup | sed 's/^/init /'
+		grep ' /sys/fs/cgroup/systemd ' /proc/self/mountinfo | sed 's/^/mountinfo /'
+		if grep -qx $$ /sys/fs/cgroup/systemd/cgroup.procs; then echo member; fi
+		if mkdir /sys/fs/cgroup/systemd/nsnet-probe 2>/dev/null; then echo writable; rmdir /sys/fs/cgroup/systemd/nsnet-probe; fi`
+	r := e.run("exec", id, "--", "sh", "-c", script)
+	e.mustSucceed(r)
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		kind, rest, _ := strings.Cut(line, " ")
+		seen[kind] = true
+		switch kind {
+		case "self", "init":
+			if _, path, _ := strings.Cut(rest, ":name=systemd:"); path != "/" {
+				t.Errorf("%s: /proc/%s/cgroup has %q, want name=systemd:/ (the container's cgroup, through its namespace)", kind, kind, rest)
+			}
+		case "mountinfo":
+			pre, post, _ := strings.Cut(rest, " - ")
+			f, tail := strings.Fields(pre), strings.Fields(post)
+			if len(f) < 6 || len(tail) < 3 {
+				t.Fatalf("malformed mountinfo line %q", rest)
+			}
+			if f[3] != "/" || !strings.HasPrefix(f[5], "ro,") || tail[0] != "cgroup" || !slices.Contains(strings.Split(tail[2], ","), "name=systemd") {
+				t.Errorf("/sys/fs/cgroup/systemd: %q, want a read-only name=systemd cgroup mount rooted at /", rest)
+			}
+		case "writable":
+			t.Error("/sys/fs/cgroup/systemd is writable")
+		}
+	}
+	for _, kind := range []string{"self", "init", "mountinfo", "member"} {
+		if !seen[kind] {
+			t.Errorf("no %q line: name=systemd missing from the container's cgroups or /sys/fs/cgroup/systemd not mounted holding the exec'd shell\n%s", kind, r.stdout)
+		}
+	}
+
+	e.mustSucceed(e.run("rm", "-f", id))
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after rm: %v, want it gone", dir, err)
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("parent %s after rm: %v, want it gone", filepath.Dir(dir), err)
+	}
+}
+
 // TestCgroupFilesystem: a container sees its own cgroup at /sys/fs/cgroup,
 // read-only, as Docker's do: the hierarchies of the host (named as there,
 // with a symlink per controller of a co-mounted one), each rooted at the
@@ -395,7 +485,7 @@ func TestCgroupFilesystem(t *testing.T) {
 		done`
 	r := e.sh(script, e.runArgs("--memory", "64m")...)
 	e.mustSucceed(r)
-	type mount struct{ root, opts, fstype string }
+	type mount struct{ root, opts, fstype, super string }
 	mounts := map[string]mount{}
 	members, links := map[string]bool{}, map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
@@ -417,7 +507,7 @@ func TestCgroupFilesystem(t *testing.T) {
 			if len(f) < 6 || len(tail) < 1 {
 				t.Fatalf("malformed mountinfo line %q", rest)
 			}
-			mounts[f[4]] = mount{root: f[3], opts: f[5], fstype: tail[0]}
+			mounts[f[4]] = mount{root: f[3], opts: f[5], fstype: tail[0], super: tail[len(tail)-1]}
 		case "member":
 			members[rest] = true
 		case "link":
@@ -461,6 +551,12 @@ func TestCgroupFilesystem(t *testing.T) {
 			}
 		}
 		want += len(l.V1)
+		// Docker's containers have systemd's named hierarchy too.
+		if hasNamedSystemd(t) {
+			if m := mounts["/sys/fs/cgroup/systemd"]; !slices.Contains(strings.Split(m.super, ","), "name=systemd") {
+				t.Errorf("/sys/fs/cgroup/systemd is %+v, want the name=systemd hierarchy", m)
+			}
+		}
 	}
 	if len(mounts) != want {
 		t.Errorf("%d mounts at /sys/fs/cgroup, want %d: %+v", len(mounts), want, mounts)
@@ -471,10 +567,16 @@ func TestCgroupFilesystem(t *testing.T) {
 	r = e.sh(`grep ' /sys/fs/cgroup' /proc/self/mountinfo`, e.runArgs("--privileged")...)
 	e.mustSucceed(r)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	systemdRW := false
 	for _, line := range lines {
-		if f := strings.Fields(line); len(f) < 6 || !strings.HasPrefix(f[5], "rw,") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[5], "rw,") {
 			t.Errorf("privileged container: %q, want the mount read-write", line)
 		}
+		systemdRW = systemdRW || len(f) >= 6 && f[4] == "/sys/fs/cgroup/systemd" && strings.HasPrefix(f[5], "rw,")
+	}
+	if l.Mode != cgroups.ModeUnified && hasNamedSystemd(t) && !systemdRW {
+		t.Errorf("privileged container: no read-write /sys/fs/cgroup/systemd:\n%s", r.stdout)
 	}
 	if len(lines) != want {
 		t.Errorf("privileged container: %d mounts at /sys/fs/cgroup, want %d:\n%s", len(lines), want, r.stdout)

@@ -217,6 +217,7 @@ func infoCommand() *cobra.Command {
 			type hierarchy struct {
 				Mountpoint  string   `json:"mountpoint"`
 				Controllers []string `json:"controllers,omitempty"`
+				Name        string   `json:"name,omitempty"`
 				Own         string   `json:"own"`
 			}
 			info := struct {
@@ -234,7 +235,7 @@ func infoCommand() *cobra.Command {
 					info.CgroupVersion = "v2"
 				}
 				for _, h := range l.V1 {
-					info.Hierarchies = append(info.Hierarchies, hierarchy{h.Mountpoint, h.Controllers, h.Own})
+					info.Hierarchies = append(info.Hierarchies, hierarchy{h.Mountpoint, h.Controllers, h.Name, h.Own})
 				}
 				if l.V2 != nil {
 					info.Hierarchies = append(info.Hierarchies, hierarchy{Mountpoint: l.V2.Mountpoint, Own: l.V2.Own})
@@ -249,7 +250,11 @@ func infoCommand() *cobra.Command {
 			fmt.Fprintf(w, "cgroup version: %s (%s)\ncgroup manager: %s\nstate root: %s\n",
 				info.CgroupVersion, info.CgroupMode, info.CgroupManager, info.StateRoot)
 			for _, h := range info.Hierarchies {
-				fmt.Fprintf(w, "  %s %v own %s\n", h.Mountpoint, h.Controllers, h.Own)
+				what := fmt.Sprint(h.Controllers)
+				if h.Name != "" {
+					what = "name=" + h.Name
+				}
+				fmt.Fprintf(w, "  %s %s own %s\n", h.Mountpoint, what, h.Own)
 			}
 			return nil
 		},

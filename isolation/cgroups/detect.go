@@ -39,8 +39,12 @@ func (m Mode) String() string {
 
 // Hierarchy is one mounted cgroup hierarchy.
 type Hierarchy struct {
-	// Controllers bound to a v1 hierarchy; empty for v2.
+	// Controllers bound to a v1 hierarchy; empty for v2 and for a named
+	// v1 hierarchy.
 	Controllers []string
+	// Name is a named v1 hierarchy's name ("systemd" for name=systemd),
+	// one that holds no controllers; empty otherwise.
+	Name string `json:",omitempty"`
 	// Mountpoint is where the hierarchy is mounted.
 	Mountpoint string
 	// Root is the cgroup the mount shows at Mountpoint (not "/" when a
@@ -77,7 +81,8 @@ func within(root, p string) (string, bool) {
 // Layout is the set of hierarchies the drivers work on.
 type Layout struct {
 	Mode Mode
-	// V1 lists the controller hierarchies (legacy and hybrid hosts).
+	// V1 lists the controller hierarchies (legacy and hybrid hosts) and,
+	// last, the name=systemd hierarchy when one is mounted.
 	V1 []Hierarchy
 	// V2 is the unified hierarchy (unified hosts only).
 	V2 *Hierarchy
@@ -90,6 +95,11 @@ var v1Controllers = map[string]bool{
 	"freezer": true, "net_cls": true, "net_prio": true, "blkio": true,
 	"perf_event": true, "hugetlb": true, "pids": true, "rdma": true, "misc": true,
 }
+
+// NamedSystemd is the name of the named v1 hierarchy systemd keeps its
+// process tracking in on legacy and hybrid hosts. Runtimes give containers
+// a cgroup there too, and a systemd inside a container wants it mounted.
+const NamedSystemd = "systemd"
 
 // ErrNoCgroups is returned when no usable cgroup hierarchy is mounted.
 var ErrNoCgroups = errors.New("no cgroup hierarchy mounted")
@@ -121,6 +131,7 @@ func Detect(mountinfo, selfCgroup io.Reader) (Layout, error) {
 		return Layout{}, err
 	}
 	var l Layout
+	var named *Hierarchy
 	seen := map[string]bool{}
 	for _, m := range mounts {
 		if m.v2 {
@@ -130,9 +141,19 @@ func Detect(mountinfo, selfCgroup io.Reader) (Layout, error) {
 			}
 			continue
 		}
-		if len(m.controllers) == 0 || seen[m.controllers[0]] {
-			// A named hierarchy (name=systemd) or a second mount of one
-			// already found.
+		if len(m.controllers) == 0 {
+			// Of the named hierarchies only systemd's matters: it is the
+			// one runtimes place containers in and a systemd inside
+			// expects. Others are private bookkeeping of whatever tool
+			// mounted them, not nsnet's to add directories to.
+			p, ok := own["name="+NamedSystemd]
+			if m.name == NamedSystemd && ok && named == nil {
+				named = &Hierarchy{Name: NamedSystemd, Mountpoint: m.mountpoint, Root: m.root, Own: p}
+			}
+			continue
+		}
+		if seen[m.controllers[0]] {
+			// A second mount of a hierarchy already found.
 			continue
 		}
 		p, ok := own[m.controllers[0]]
@@ -158,6 +179,9 @@ func Detect(mountinfo, selfCgroup io.Reader) (Layout, error) {
 	default:
 		return Layout{}, ErrNoCgroups
 	}
+	if named != nil && l.Mode != ModeUnified {
+		l.V1 = append(l.V1, *named)
+	}
 	return l, nil
 }
 
@@ -165,6 +189,8 @@ type cgroupMount struct {
 	mountpoint, root string
 	v2               bool
 	controllers      []string
+	// name is a v1 mount's name= option.
+	name string
 }
 
 // parseMountinfo keeps the cgroup and cgroup2 mounts of a mountinfo table
@@ -191,6 +217,9 @@ func parseMountinfo(r io.Reader) ([]cgroupMount, error) {
 			for _, o := range strings.Split(tail[2], ",") {
 				if v1Controllers[o] {
 					m.controllers = append(m.controllers, o)
+				}
+				if n, ok := strings.CutPrefix(o, "name="); ok {
+					m.name = n
 				}
 			}
 		default:
@@ -226,7 +255,8 @@ func unescapeMount(s string) string {
 
 // ParseSelfCgroup reads /proc/self/cgroup content: v1 lines
 // "N:ctrl1,ctrl2:/path" give a path per controller, the v2 line "0::/path"
-// gives ownV2. Named hierarchies (name=systemd) are skipped.
+// gives ownV2. A named hierarchy's path is kept under "name=NAME", as the
+// line names it ("name=systemd").
 func ParseSelfCgroup(r io.Reader) (own map[string]string, ownV2 string, err error) {
 	own = map[string]string{}
 	sc := bufio.NewScanner(r)
@@ -244,7 +274,7 @@ func ParseSelfCgroup(r io.Reader) (own map[string]string, ownV2 string, err erro
 			continue
 		}
 		for _, c := range strings.Split(parts[1], ",") {
-			if v1Controllers[c] {
+			if v1Controllers[c] || strings.HasPrefix(c, "name=") {
 				own[c] = parts[2]
 			}
 		}

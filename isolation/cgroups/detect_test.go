@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,23 @@ func TestDetect(t *testing.T) {
 				{Controllers: []string{"memory"}, Mountpoint: "/sys/fs/cgroup/memory", Root: "/docker/x", Own: "/docker/x/y"},
 			}},
 		{name: "none", mi: "22 1 0:21 / /proc rw - proc proc rw\n", self: "", err: ErrNoCgroups},
+		{name: "hybrid keeps name=systemd, ignores other named hierarchies", mi: hybridMountinfo +
+			"42 31 0:39 / /sys/fs/cgroup/elogind rw - cgroup cgroup rw,name=elogind\n" +
+			"43 31 0:37 / /mnt/systemd-again rw - cgroup cgroup rw,name=systemd\n",
+			self: "10:name=elogind:/e\n" + strings.Replace(hybridSelf, "name=systemd:/", "name=systemd:/user.slice/s.scope", 1), mode: ModeHybrid,
+			want: append(slices.Clone(hybridControllers), Hierarchy{Name: "systemd", Mountpoint: "/sys/fs/cgroup/systemd", Root: "/", Own: "/user.slice/s.scope"})},
+		{name: "name=systemd missing from self", mi: hybridMountinfo, self: strings.Replace(hybridSelf, "9:name=systemd:/\n", "", 1), mode: ModeHybrid,
+			want: hybridControllers},
+		{name: "name=systemd bind-mounted subtree", mi: "35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
+			"40 31 0:37 /docker/x /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n",
+			self: "2:name=systemd:/docker/x\n1:memory:/docker/x\n", mode: ModeLegacy,
+			want: []Hierarchy{
+				{Controllers: []string{"memory"}, Mountpoint: "/sys/fs/cgroup/memory", Root: "/docker/x", Own: "/docker/x"},
+				{Name: "systemd", Mountpoint: "/sys/fs/cgroup/systemd", Root: "/docker/x", Own: "/docker/x"},
+			}},
+		{name: "unified ignores name=systemd", mi: unifiedMountinfo + "40 30 0:37 / /run/systemd-v1 rw - cgroup cgroup rw,name=systemd\n",
+			self: "1:name=systemd:/\n" + unifiedSelf, mode: ModeUnified,
+			v2: &Hierarchy{Mountpoint: "/sys/fs/cgroup", Root: "/", Own: "/user.slice/session-1.scope"}},
 		{name: "only name=systemd", mi: "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", self: "1:name=systemd:/\n", err: ErrNoCgroups},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,6 +63,9 @@ func TestDetect(t *testing.T) {
 			if l.Mode != tc.mode {
 				t.Errorf("mode = %v, want %v", l.Mode, tc.mode)
 			}
+			if tc.mode == ModeUnified && l.V1 != nil {
+				t.Errorf("unified host with V1 = %+v", l.V1)
+			}
 			if tc.want != nil && !reflect.DeepEqual(l.V1, tc.want) {
 				t.Errorf("V1 = %+v\nwant %+v", l.V1, tc.want)
 			}
@@ -53,6 +74,18 @@ func TestDetect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hybridControllers are the controller hierarchies of hybridMountinfo.
+var hybridControllers = []Hierarchy{
+	{Controllers: []string{"cpu"}, Mountpoint: "/sys/fs/cgroup/cpu", Root: "/", Own: "/"},
+	{Controllers: []string{"cpuacct"}, Mountpoint: "/sys/fs/cgroup/cpuacct", Root: "/", Own: "/"},
+	{Controllers: []string{"cpuset"}, Mountpoint: "/sys/fs/cgroup/cpuset", Root: "/", Own: "/"},
+	{Controllers: []string{"memory"}, Mountpoint: "/sys/fs/cgroup/memory", Root: "/", Own: "/process_api/abc"},
+	{Controllers: []string{"devices"}, Mountpoint: "/sys/fs/cgroup/devices", Root: "/", Own: "/"},
+	{Controllers: []string{"freezer"}, Mountpoint: "/sys/fs/cgroup/freezer", Root: "/", Own: "/"},
+	{Controllers: []string{"blkio"}, Mountpoint: "/sys/fs/cgroup/blkio", Root: "/", Own: "/"},
+	{Controllers: []string{"pids"}, Mountpoint: "/sys/fs/cgroup/pids", Root: "/", Own: "/"},
 }
 
 func TestDetectHybridOwnPaths(t *testing.T) {

@@ -5,7 +5,9 @@
 // cgroupfs itself or (Config.Driver "systemd", v2 only) through a transient
 // systemd scope with Delegate=yes, whose directory it then writes the same
 // way. Device allow-lists use the v1 devices controller or a v2 eBPF
-// program.
+// program. On v1 the container also gets a cgroup in systemd's named
+// hierarchy (name=systemd), as runc gives one; it holds no controllers, so
+// one that cannot be written is skipped (Skipper) instead of failing.
 //
 // Guarantees:
 //   - Every limit is validated before any directory is created or any file

@@ -31,3 +31,19 @@ func (m *v1Manager) Entry() Entry {
 	}
 	return e
 }
+
+// Skip is a hierarchy a driver's Create left out, and why.
+type Skip struct {
+	// Mountpoint is the hierarchy's, as in the Layout.
+	Mountpoint string
+	Err        error
+}
+
+// Skipper is implemented by the drivers whose Create may leave out a
+// hierarchy without controllers (v1's name=systemd) rather than fail:
+// such a hierarchy only groups processes. The caller drops the skipped
+// hierarchies from the layout it records and mounts in the container, so
+// that a later Manager (nsnet exec, rm) does not look for the cgroup there.
+type Skipper interface {
+	Skipped() []Skip
+}

@@ -53,7 +53,7 @@ func populate(dir string, files map[string]string) error {
 // v1Files is what a new v1 cgroup directory holds (the union over the
 // controllers; each test only looks at its own hierarchy's files).
 var v1Files = map[string]string{
-	"cgroup.procs": "", "cgroup.clone_children": "0", "cpuset.cpus": "", "cpuset.mems": "",
+	"cgroup.procs": "", "tasks": "", "cgroup.clone_children": "0", "cpuset.cpus": "", "cpuset.mems": "",
 	"memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
 	"memory.usage_in_bytes": "0", "memory.max_usage_in_bytes": "0", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
 	"cpu.shares": "1024", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1",

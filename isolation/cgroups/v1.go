@@ -26,11 +26,29 @@ type v1Manager struct {
 	// anyway.
 	devLeaf   string
 	devLevels []string
+	// namedLeaf and namedLevels place the container in the name=systemd
+	// hierarchy. It holds no controllers, so a Create that cannot write
+	// it leaves it out (namedLeaf then "") and records why in skipped.
+	namedLeaf   string
+	namedLevels []string
+	namedMount  string
+	skipped     []Skip
 }
 
 func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 	m := &v1Manager{base: b, leaf: map[string]string{}, parents: map[string]bool{}}
 	for _, h := range hs {
+		if h.Name == NamedSystemd && len(h.Controllers) == 0 {
+			levels, err := m.placement(h)
+			if err != nil {
+				return nil, err
+			}
+			for _, d := range levels[:len(levels)-1] {
+				m.parents[d] = true
+			}
+			m.namedLeaf, m.namedLevels, m.namedMount = levels[len(levels)-1], levels, h.Mountpoint
+			continue
+		}
 		used, devices := false, false
 		for _, c := range h.Controllers {
 			for _, u := range v1Used {
@@ -102,7 +120,27 @@ func (m *v1Manager) create() error {
 			return err
 		}
 	}
+	if err := m.createNamed(); err != nil {
+		return err
+	}
 	return m.set(m.cfg.Resources)
+}
+
+// createNamed makes the container's name=systemd cgroup. The container
+// runs without one when the hierarchy cannot be written (gone, read-only,
+// not the caller's to write): it carries no limits. An existing leaf is
+// another container's, an error as in the other hierarchies.
+func (m *v1Manager) createNamed() error {
+	if m.namedLeaf == "" {
+		return nil
+	}
+	err := m.mkdirs(m.namedLevels, nil)
+	if err == nil || errors.Is(err, ErrExists) {
+		return err
+	}
+	m.skipped = append(m.skipped, Skip{Mountpoint: m.namedMount, Err: err})
+	m.namedLeaf = ""
+	return nil
 }
 
 // initCpuset copies cpuset.cpus and cpuset.mems from the parent: a v1
@@ -137,12 +175,23 @@ func initCpuset(dir string) error {
 // cgroup exists only if the container was created with an allow-list; a
 // later Manager (nsnet exec) may not know its resources, so the directory
 // itself tells.
+//
+// The name=systemd cgroup is joined whenever the layout names its
+// hierarchy: a container whose Create skipped it has it left out of the
+// recorded layout (see Skipper).
 func (m *v1Manager) joined() []string {
+	out := m.leaves
 	if m.devLeaf != "" && exists(m.devLeaf, "") {
-		return append(m.leaves[:len(m.leaves):len(m.leaves)], m.devLeaf)
+		out = append(out[:len(out):len(out)], m.devLeaf)
 	}
-	return m.leaves
+	if m.namedLeaf != "" {
+		out = append(out[:len(out):len(out)], m.namedLeaf)
+	}
+	return out
 }
+
+// Skipped lists the hierarchies Create left out.
+func (m *v1Manager) Skipped() []Skip { return append([]Skip(nil), m.skipped...) }
 
 func (m *v1Manager) Apply(pid int) error {
 	for _, leaf := range m.joined() {
@@ -359,8 +408,10 @@ func (m *v1Manager) Thaw() error   { return m.freezer("THAWED") }
 // missing leaf.
 func (m *v1Manager) Destroy() error {
 	leaves := m.leaves
-	if m.devLeaf != "" {
-		leaves = append(leaves[:len(leaves):len(leaves)], m.devLeaf)
+	for _, l := range []string{m.devLeaf, m.namedLeaf} {
+		if l != "" {
+			leaves = append(leaves[:len(leaves):len(leaves)], l)
+		}
 	}
 	return m.destroy(leaves, m.parents)
 }

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func newV1Test(t *testing.T, r Resources) (Manager, Layout, string) {
@@ -233,4 +236,192 @@ func writeT(t *testing.T, p, s string) {
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// systemdLeaf is the container's directory in the fixture's name=systemd
+// hierarchy, below the caller's own cgroup there (/).
+func systemdLeaf(prefix string) string {
+	return filepath.Join(prefix, "/sys/fs/cgroup/systemd/nsnet/c1")
+}
+
+// TestV1NamedSystemd: the container gets a cgroup in the name=systemd
+// hierarchy like in the controllers' (below the caller's own, joined by
+// Apply and by a thread that enters it through Entry's tasks files), and
+// a later Manager removes it with the parent nsnet made.
+func TestV1NamedSystemd(t *testing.T) {
+	l, prefix := fakeV1(t)
+	// The caller sits deeper in name=systemd than at its root.
+	for i := range l.V1 {
+		if l.V1[i].Name == NamedSystemd {
+			l.V1[i].Own = "/user.slice/s.scope"
+		}
+	}
+	own := filepath.Join(prefix, "/sys/fs/cgroup/systemd/user.slice/s.scope")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leaf := filepath.Join(own, "nsnet/c1")
+	m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Create(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leaf); err != nil {
+		t.Fatalf("no name=systemd cgroup: %v\n%s", err, dump(t, prefix))
+	}
+	if s := m.(Skipper).Skipped(); len(s) != 0 {
+		t.Errorf("Skipped = %v", s)
+	}
+	tasks := m.(Entrant).Entry().Tasks
+	if !slices.Contains(tasks, filepath.Join(leaf, "tasks")) {
+		t.Errorf("Entry tasks %v lack %s", tasks, filepath.Join(leaf, "tasks"))
+	}
+	if len(tasks) != len(v1Used)+1 {
+		t.Errorf("Entry tasks %v: want the %d used controllers' and name=systemd's", tasks, len(v1Used))
+	}
+	if err := m.Apply(4242); err != nil {
+		t.Fatal(err)
+	}
+	if got := readT(t, filepath.Join(leaf, "cgroup.procs")); got != "4242" {
+		t.Errorf("name=systemd cgroup.procs = %q", got)
+	}
+
+	// nsnet exec and rm run in other processes.
+	later := func() Manager {
+		m2, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}, Created: m.Created()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m2
+	}
+	if err := later().Apply(4343); err != nil {
+		t.Fatal(err)
+	}
+	if got := readT(t, filepath.Join(leaf, "cgroup.procs")); got != "4343" {
+		t.Errorf("exec: name=systemd cgroup.procs = %q", got)
+	}
+	if err := later().Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(leaf)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("name=systemd cgroup or its nsnet parent left: %v\n%s", err, dump(t, prefix))
+	}
+	if _, err := os.Stat(own); err != nil {
+		t.Errorf("caller's own name=systemd cgroup removed: %v", err)
+	}
+}
+
+func TestV1NamedSystemdAbsoluteParent(t *testing.T) {
+	l, prefix := fakeV1(t)
+	m, err := New(l, Config{ID: "c1", Parent: "/x", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Create(); err != nil {
+		t.Fatal(err)
+	}
+	leaf := filepath.Join(prefix, "/sys/fs/cgroup/systemd/x/c1")
+	if _, err := os.Stat(leaf); err != nil {
+		t.Fatalf("no name=systemd cgroup at %s: %v\n%s", leaf, err, dump(t, prefix))
+	}
+	if err := m.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(leaf)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("absolute parent left: %v", err)
+	}
+}
+
+// refusingDirs is fakeDirs refusing to create anything below under, as
+// a read-only or foreign hierarchy does.
+type refusingDirs struct {
+	fakeDirs
+	under string
+	err   error
+}
+
+func (r refusingDirs) Mkdir(dir string) error {
+	if strings.HasPrefix(dir, r.under+"/") {
+		return &os.PathError{Op: "mkdir", Path: dir, Err: r.err}
+	}
+	return r.fakeDirs.Mkdir(dir)
+}
+
+// TestV1NamedSystemdSkipped: a name=systemd hierarchy that cannot be
+// written, or is gone, leaves the container without a cgroup there but
+// running, and says why; one whose leaf exists (another container's) is an
+// error as in the controllers' hierarchies.
+func TestV1NamedSystemdSkipped(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(prefix string) DirOps
+	}{
+		{"read-only", func(prefix string) DirOps {
+			return refusingDirs{fakeDirs{v1Files}, filepath.Join(prefix, "/sys/fs/cgroup/systemd"), unix.EROFS}
+		}},
+		{"permission", func(prefix string) DirOps {
+			return refusingDirs{fakeDirs{v1Files}, filepath.Join(prefix, "/sys/fs/cgroup/systemd"), unix.EACCES}
+		}},
+		{"unmounted", func(prefix string) DirOps {
+			if err := os.RemoveAll(filepath.Join(prefix, "/sys/fs/cgroup/systemd")); err != nil {
+				t.Fatal(err)
+			}
+			return fakeDirs{v1Files}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, prefix := fakeV1(t)
+			m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: tc.setup(prefix), Resources: Resources{Memory: 64 << 20}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Create(); err != nil {
+				t.Fatalf("Create failed for the name=systemd hierarchy: %v", err)
+			}
+			skipped := m.(Skipper).Skipped()
+			if len(skipped) != 1 || skipped[0].Mountpoint != "/sys/fs/cgroup/systemd" || skipped[0].Err == nil {
+				t.Fatalf("Skipped = %+v, want name=systemd's with a reason", skipped)
+			}
+			t.Logf("reason: %v", skipped[0].Err)
+			for _, task := range m.(Entrant).Entry().Tasks {
+				if strings.Contains(task, "/systemd/") {
+					t.Errorf("Entry names the skipped hierarchy: %s", task)
+				}
+			}
+			if err := m.Apply(4242); err != nil {
+				t.Errorf("Apply: %v", err)
+			}
+			if got := readT(t, filepath.Join(v1Leaf(prefix, "memory"), "memory.limit_in_bytes")); got != "67108864" {
+				t.Errorf("memory limit %q", got)
+			}
+			if err := m.Destroy(); err != nil {
+				t.Fatal(err)
+			}
+			if d := dump(t, prefix); strings.Contains(d, "nsnet") {
+				t.Errorf("left behind:\n%s", d)
+			}
+		})
+	}
+
+	t.Run("existing leaf", func(t *testing.T) {
+		l, prefix := fakeV1(t)
+		if err := os.MkdirAll(systemdLeaf(prefix), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Create(); !errors.Is(err, ErrExists) {
+			t.Fatalf("Create = %v, want ErrExists", err)
+		}
+		if _, err := os.Stat(systemdLeaf(prefix)); err != nil {
+			t.Errorf("the existing cgroup was removed: %v", err)
+		}
+		if _, err := os.Stat(v1Leaf(prefix, "memory")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("failed Create left the memory cgroup: %v", err)
+		}
+	})
 }

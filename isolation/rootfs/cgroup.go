@@ -18,8 +18,8 @@ import (
 type Cgroups struct {
 	// V2 mounts the unified hierarchy (cgroup2) at /sys/fs/cgroup.
 	V2 bool
-	// V1 are controller hierarchies, mounted each on a directory of a
-	// tmpfs at /sys/fs/cgroup.
+	// V1 are controller hierarchies and named ones (name=systemd),
+	// mounted each on a directory of a tmpfs at /sys/fs/cgroup.
 	V1 []CgroupV1
 }
 
@@ -31,6 +31,17 @@ type CgroupV1 struct {
 	// Controllers are the controllers bound to it, all of them: the
 	// kernel refuses a mount that names only some.
 	Controllers []string
+	// Name is a named hierarchy's name ("systemd"), which has no
+	// controllers; it is mounted with "none,name=NAME".
+	Name string
+}
+
+// options are the mount options that select h.
+func (h CgroupV1) options() string {
+	if h.Name != "" {
+		return "none,name=" + h.Name
+	}
+	return strings.Join(h.Controllers, ",")
 }
 
 // cgroupLink is a symlink in /sys/fs/cgroup: Name leads to Target.
@@ -134,7 +145,7 @@ func mountCgroupV1(dir int, h CgroupV1, flags uintptr) error {
 	if err := unix.Mkdirat(dir, h.Dir, 0o755); err != nil {
 		return fmt.Errorf("creating /sys/fs/cgroup/%s: %w", h.Dir, err)
 	}
-	ctrl := strings.Join(h.Controllers, ",")
+	ctrl := h.options()
 	if err := unix.Mount("cgroup", fdPath(dir)+"/"+h.Dir, "cgroup", flags, ctrl); err != nil {
 		return fmt.Errorf("mounting cgroup %s on /sys/fs/cgroup/%s: %w", ctrl, h.Dir, err)
 	}

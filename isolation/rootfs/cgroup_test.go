@@ -54,3 +54,20 @@ func TestCgroupMountFlags(t *testing.T) {
 		t.Errorf("privileged: flags %#x, want %#x", got, always)
 	}
 }
+
+func TestCgroupV1Options(t *testing.T) {
+	for _, tc := range []struct {
+		h    CgroupV1
+		want string
+	}{
+		{CgroupV1{Dir: "cpu,cpuacct", Controllers: []string{"cpu", "cpuacct"}}, "cpu,cpuacct"},
+		{CgroupV1{Dir: "memory", Controllers: []string{"memory"}}, "memory"},
+		// Without "none" the kernel would take a bare name= to mean
+		// every controller besides.
+		{CgroupV1{Dir: "systemd", Name: "systemd"}, "none,name=systemd"},
+	} {
+		if got := tc.h.options(); got != tc.want {
+			t.Errorf("options of %+v = %q, want %q", tc.h, got, tc.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -112,12 +113,15 @@ func (cg *Cgroup) cgroupfs() isolation.Cgroupfs {
 			// A hierarchy mounted at / or two in directories of the
 			// same name, on a host laid out by hand.
 			dir = strings.Join(h.Controllers, ",")
+			if h.Name != "" {
+				dir = h.Name
+			}
 		}
 		if dirs[dir] {
 			continue
 		}
 		dirs[dir] = true
-		fs.V1 = append(fs.V1, isolation.CgroupHierarchy{Dir: dir, Controllers: h.Controllers})
+		fs.V1 = append(fs.V1, isolation.CgroupHierarchy{Dir: dir, Controllers: h.Controllers, Name: h.Name})
 	}
 	return fs
 }
@@ -202,8 +206,21 @@ func (s Store) createCgroup(st *State) (m cgroups.Manager, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if sk, ok := m.(cgroups.Skipper); ok {
+		for _, skip := range sk.Skipped() {
+			st.Cgroup.drop(skip.Mountpoint)
+			st.Warnings = append(st.Warnings, fmt.Sprintf("running without a cgroup in the hierarchy at %s: %v", skip.Mountpoint, skip.Err))
+		}
+	}
 	st.cgm = m
 	return m, nil
+}
+
+// drop removes the hierarchy mounted at mountpoint from the recorded
+// layout, so that neither the container's /sys/fs/cgroup nor a later exec
+// or rm looks for the container's cgroup there.
+func (cg *Cgroup) drop(mountpoint string) {
+	cg.Layout.V1 = slices.DeleteFunc(slices.Clone(cg.Layout.V1), func(h cgroups.Hierarchy) bool { return h.Mountpoint == mountpoint })
 }
 
 // cgroupManager is the driver of a recorded container's cgroup, or an

@@ -33,6 +33,14 @@ func TestCgroupfs(t *testing.T) {
 		{"hybrid", &Cgroup{Layout: cgroups.Layout{Mode: cgroups.ModeHybrid, V1: []cgroups.Hierarchy{
 			v1("/sys/fs/cgroup/cpu", "cpu"), v1("/sys/fs/cgroup/pids", "pids"),
 		}}}, isolation.Cgroupfs{V1: []isolation.CgroupHierarchy{h("cpu", "cpu"), h("pids", "pids")}}},
+		{"hybrid with name=systemd", &Cgroup{Layout: cgroups.Layout{Mode: cgroups.ModeHybrid, V1: []cgroups.Hierarchy{
+			v1("/sys/fs/cgroup/memory", "memory"),
+			{Name: "systemd", Mountpoint: "/sys/fs/cgroup/systemd", Root: "/", Own: "/"},
+		}}}, isolation.Cgroupfs{V1: []isolation.CgroupHierarchy{h("memory", "memory"), {Dir: "systemd", Name: "systemd"}}}},
+		{"name=systemd laid out by hand", &Cgroup{Layout: cgroups.Layout{Mode: cgroups.ModeLegacy, V1: []cgroups.Hierarchy{
+			v1("/a/cg", "memory"),
+			{Name: "systemd", Mountpoint: "/b/cg", Root: "/", Own: "/"},
+		}}}, isolation.Cgroupfs{V1: []isolation.CgroupHierarchy{h("cg", "memory"), {Dir: "systemd", Name: "systemd"}}}},
 		{"laid out by hand", &Cgroup{Layout: cgroups.Layout{Mode: cgroups.ModeLegacy, V1: []cgroups.Hierarchy{
 			v1("/", "memory"),
 			v1("/a/cg", "cpu"),
@@ -51,5 +59,24 @@ func TestCgroupfs(t *testing.T) {
 				t.Errorf("cgroupfs = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCgroupDrop: a hierarchy the driver skipped leaves the recorded
+// layout, and so the container's /sys/fs/cgroup, without changing a
+// layout shared with another record.
+func TestCgroupDrop(t *testing.T) {
+	hs := []cgroups.Hierarchy{
+		{Controllers: []string{"memory"}, Mountpoint: "/sys/fs/cgroup/memory", Root: "/", Own: "/"},
+		{Name: "systemd", Mountpoint: "/sys/fs/cgroup/systemd", Root: "/", Own: "/"},
+	}
+	cg := &Cgroup{Layout: cgroups.Layout{Mode: cgroups.ModeHybrid, V1: hs}}
+	cg.drop("/sys/fs/cgroup/systemd")
+	want := isolation.Cgroupfs{V1: []isolation.CgroupHierarchy{{Dir: "memory", Controllers: []string{"memory"}}}}
+	if got := cg.cgroupfs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("after drop cgroupfs = %+v, want %+v", got, want)
+	}
+	if hs[1].Name != "systemd" {
+		t.Errorf("drop changed the caller's slice: %+v", hs)
 	}
 }

@@ -110,6 +110,9 @@ type State struct {
 	// OOMKilled: the kernel's OOM killer killed a process of the
 	// container because of its memory limit.
 	OOMKilled bool `json:"oomKilled,omitempty"`
+	// Warnings say what the container runs without that it would
+	// normally have (a cgroup hierarchy nsnet could not write).
+	Warnings []string `json:"warnings,omitempty"`
 
 	// cgm is the driver of Cgroup, kept while the process that planned it
 	// goes on to start the container.

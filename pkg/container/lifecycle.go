@@ -125,7 +125,6 @@ func (s Store) start(st *State, stdio Stdio, relay *SignalRelay) (*isolation.Pro
 		return nil, err
 	}
 	spec.ExecSocket = execSocket(st.Dir, st.Config)
-	spec.Cgroupfs = st.Cgroup.cgroupfs()
 	if st.Monitor != os.Getpid() {
 		if err := st.setMonitor(os.Getpid()); err != nil {
 			return nil, err
@@ -164,6 +163,8 @@ func (s Store) start(st *State, stdio Stdio, relay *SignalRelay) (*isolation.Pro
 	if err = errors.Join(err, <-etc); err != nil {
 		return nil, errors.Join(err, s.destroyCgroup(st))
 	}
+	// After the creation: a hierarchy it skipped is not mounted.
+	spec.Cgroupfs = st.Cgroup.cgroupfs()
 	if cg != nil {
 		opts.Place = cg.Apply
 		if e, ok := cg.(cgroups.Entrant); ok {
