@@ -165,6 +165,11 @@ func (s Store) start(st *State, stdio Stdio, relay *SignalRelay) (*isolation.Pro
 	}
 	// After the creation: a hierarchy it skipped is not mounted.
 	spec.Cgroupfs = st.Cgroup.cgroupfs()
+	if stdio.Stderr != nil {
+		for _, w := range st.Warnings {
+			fmt.Fprintf(stdio.Stderr, "nsnet: warning: %s\n", w)
+		}
+	}
 	if cg != nil {
 		opts.Place = cg.Apply
 		if e, ok := cg.(cgroups.Entrant); ok {
