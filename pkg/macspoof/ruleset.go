@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/pkg/nftconn"
 )
 
 const (
@@ -121,7 +123,7 @@ type setsState struct {
 }
 
 func dial() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.AsLasting())
+	c, err := nftconn.Open()
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/nsnet/nsnet/pkg/nftconn"
 )
 
 const (
@@ -32,10 +34,11 @@ type nftMasq struct{}
 func (*nftMasq) Backend() string { return BackendNftables }
 
 func nftAvailable() error {
-	c, err := nftables.New()
+	c, err := nftconn.Open()
 	if err != nil {
 		return fmt.Errorf("opening nftables netlink: %w", err)
 	}
+	defer c.CloseLasting()
 	if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
 		return fmt.Errorf("nftables does not answer in this network namespace: %w", err)
 	}
@@ -434,7 +437,7 @@ func nftRetry(op func(c *nftables.Conn) error) error {
 
 // nftWithConn gives op one netlink socket, opened in the calling thread's netns.
 func nftWithConn(op func(c *nftables.Conn) error) error {
-	c, err := nftables.New(nftables.AsLasting())
+	c, err := nftconn.Open()
 	if err != nil {
 		return fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
