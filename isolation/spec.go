@@ -169,7 +169,21 @@ func ParseIDMap(s string) (IDMap, error) {
 	if n[2] == 0 {
 		return IDMap{}, invalid("id map %q: size must be positive", s)
 	}
-	return IDMap{ContainerID: n[0], HostID: n[1], Size: n[2]}, nil
+	m := IDMap{ContainerID: n[0], HostID: n[1], Size: n[2]}
+	if !m.fits() {
+		return IDMap{}, invalid("id map %q: ids run past %d, the last valid id", s, maxID)
+	}
+	return m, nil
+}
+
+// maxID is the highest uid or gid; 4294967295 means "no id" to the kernel.
+const maxID = 1<<32 - 2
+
+// fits reports whether both ranges of m stay within valid ids: the kernel
+// refuses a uid_map line that reaches past maxID.
+func (m IDMap) fits() bool {
+	return m.Size > 0 && m.ContainerID >= 0 && m.HostID >= 0 &&
+		m.ContainerID+m.Size-1 <= maxID && m.HostID+m.Size-1 <= maxID
 }
 
 // defaultPath is the PATH a container gets when Env has none (Docker's).
@@ -292,7 +306,7 @@ func checkIDMaps(maps []IDMap) error {
 	}
 	root := false
 	for _, m := range maps {
-		if m.Size <= 0 || m.ContainerID < 0 || m.HostID < 0 {
+		if !m.fits() {
 			return invalid("id map %d:%d:%d is not valid", m.ContainerID, m.HostID, m.Size)
 		}
 		if m.ContainerID == 0 {

@@ -2,6 +2,8 @@ package isolation
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -54,6 +56,9 @@ func TestParseIDMap(t *testing.T) {
 		{in: "0:1000:0", err: true},
 		{in: "0:-1:1", err: true},
 		{in: "a:1:1", err: true},
+		{in: "0:0:4294967295", want: IDMap{0, 0, 4294967295}},
+		{in: "1:0:4294967295", err: true},
+		{in: "0:4294967295:1", err: true},
 	}
 	for _, tt := range tests {
 		got, err := ParseIDMap(tt.in)
@@ -131,6 +136,7 @@ func TestResolve(t *testing.T) {
 		{"maps without userns", with(func(s *Spec) { s.UIDMap = []IDMap{{0, 1000, 1}} })},
 		{"map without root", with(func(s *Spec) { s.UserNS = true; s.UIDMap = []IDMap{{1, 1000, 1}} })},
 		{"empty map", with(func(s *Spec) { s.UserNS = true; s.GIDMap = []IDMap{{0, 1000, 0}} })},
+		{"map past the last id", with(func(s *Spec) { s.UserNS = true; s.UIDMap = []IDMap{{0, 1 << 32, 1}} })},
 		{"unknown capability", with(func(s *Spec) { s.CapAdd = []string{"FLY"} })},
 		{"shared propagation", with(func(s *Spec) { s.Propagation = "shared" })},
 		{"net sysctl with host net", with(func(s *Spec) { s.NetNS = "host"; s.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} })},
@@ -260,4 +266,68 @@ func TestLookPath(t *testing.T) {
 	if p, err := lookPath(filepath.Dir(dir), "tool", []string{"PATH=" + filepath.Base(dir)}); err != nil || p != filepath.Base(dir)+"/tool" {
 		t.Fatalf("lookPath(tool, relative PATH) = %q, %v", p, err)
 	}
+}
+
+func FuzzParseVolume(f *testing.F) {
+	for _, s := range []string{"/a:/b", "/a:/b:ro", "/a:/b:rw", "/a/../c:/b", "/a", "/a:/b:rx", ":/b", "/a:",
+		"/a:/b:ro:x", "rel/dir:/b", ".:/b", "/a:b", "//a//b/:/c/", "/a\x00:/b", "/a:/b:", "/a::ro", "/a:/b:RO"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseVolume(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("ParseVolume(%q) error %v is not ErrInvalidSpec", s, err)
+			}
+			return
+		}
+		if !filepath.IsAbs(v.Source) || filepath.Clean(v.Source) != v.Source {
+			t.Fatalf("ParseVolume(%q) source %q is not absolute and clean", s, v.Source)
+		}
+		// The container path is passed on as written: Start checks and
+		// cleans it with the other mount targets.
+		host, rest, _ := strings.Cut(s, ":")
+		target, mode, _ := strings.Cut(rest, ":")
+		if host == "" || v.Target != target || v.ReadOnly != (mode == "ro") {
+			t.Fatalf("ParseVolume(%q) = %+v, not what the text says", s, v)
+		}
+		text := v.Source + ":" + v.Target
+		if v.ReadOnly {
+			text += ":ro"
+		}
+		if back, err := ParseVolume(text); err != nil || back != v {
+			t.Fatalf("ParseVolume(%q) = %+v, but its text %q parses to %+v, %v", s, v, text, back, err)
+		}
+	})
+}
+
+func FuzzParseIDMap(f *testing.F) {
+	for _, s := range []string{"0:1000:1", "0:100000:65536", "0:1000", "0:1000:0", "0:-1:1", "a:1:1",
+		"0:0:4294967295", "1:0:4294967295", "0:4294967295:1", "4294967294:0:1", "0:0:4294967296", "+1:0:1", "0:0:1:", " 0:0:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseIDMap(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("ParseIDMap(%q) error %v is not ErrInvalidSpec", s, err)
+			}
+			return
+		}
+		// The kernel refuses a uid_map line whose ranges wrap around
+		// 32 bits or reach id 4294967295, which stands for "no id".
+		if m.Size < 1 || m.ContainerID < 0 || m.HostID < 0 ||
+			m.ContainerID+m.Size > math.MaxUint32 || m.HostID+m.Size > math.MaxUint32 {
+			t.Fatalf("ParseIDMap(%q) = %+v, not a range of valid ids", s, m)
+		}
+		text := fmt.Sprintf("%d:%d:%d", m.ContainerID, m.HostID, m.Size)
+		if back, err := ParseIDMap(text); err != nil || back != m {
+			t.Fatalf("ParseIDMap(%q) = %+v, but its text %q parses to %+v, %v", s, m, text, back, err)
+		}
+		if m.ContainerID == 0 {
+			if err := checkIDMaps([]IDMap{m}); err != nil {
+				t.Fatalf("ParseIDMap(%q) = %+v, which Start refuses: %v", s, m, err)
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -132,7 +133,8 @@ func Detect(mountinfo, selfCgroup io.Reader) (Layout, error) {
 	}
 	var l Layout
 	var named *Hierarchy
-	seen := map[string]bool{}
+	// seen maps a controller to its hierarchy's index in l.V1.
+	seen := map[string]int{}
 	for _, m := range mounts {
 		if m.v2 {
 			if l.V2 == nil {
@@ -152,16 +154,21 @@ func Detect(mountinfo, selfCgroup io.Reader) (Layout, error) {
 			}
 			continue
 		}
-		if seen[m.controllers[0]] {
+		if i, ok := seen[m.controllers[0]]; ok && slices.Equal(l.V1[i].Controllers, m.controllers) {
 			// A second mount of a hierarchy already found.
 			continue
+		}
+		for _, c := range m.controllers {
+			if i, ok := seen[c]; ok {
+				return Layout{}, fmt.Errorf("controller %s is mounted in two hierarchies, at %s and %s", c, l.V1[i].Mountpoint, m.mountpoint)
+			}
 		}
 		p, ok := own[m.controllers[0]]
 		if !ok {
 			return Layout{}, fmt.Errorf("controllers %s are mounted at %s but missing from /proc/self/cgroup", strings.Join(m.controllers, ","), m.mountpoint)
 		}
 		for _, c := range m.controllers {
-			seen[c] = true
+			seen[c] = len(l.V1)
 		}
 		l.V1 = append(l.V1, Hierarchy{Controllers: m.controllers, Mountpoint: m.mountpoint, Root: m.root, Own: p})
 	}
@@ -215,7 +222,7 @@ func parseMountinfo(r io.Reader) ([]cgroupMount, error) {
 			m.v2 = true
 		case "cgroup":
 			for _, o := range strings.Split(tail[2], ",") {
-				if v1Controllers[o] {
+				if v1Controllers[o] && !slices.Contains(m.controllers, o) {
 					m.controllers = append(m.controllers, o)
 				}
 				if n, ok := strings.CutPrefix(o, "name="); ok {
@@ -224,6 +231,12 @@ func parseMountinfo(r io.Reader) ([]cgroupMount, error) {
 			}
 		default:
 			continue
+		}
+		// Other mounts may show a root that is no path (nsfs's
+		// "net:[4026532200]"); a cgroup mount's paths are joined to
+		// cgroup paths, so they must be absolute.
+		if !strings.HasPrefix(m.root, "/") || !strings.HasPrefix(m.mountpoint, "/") {
+			return nil, fmt.Errorf("mountinfo line %d: %s mount with a relative path: %q", n, tail[0], line)
 		}
 		out = append(out, m)
 	}

@@ -47,6 +47,10 @@ func TestDetect(t *testing.T) {
 		{name: "unified ignores name=systemd", mi: unifiedMountinfo + "40 30 0:37 / /run/systemd-v1 rw - cgroup cgroup rw,name=systemd\n",
 			self: "1:name=systemd:/\n" + unifiedSelf, mode: ModeUnified,
 			v2: &Hierarchy{Mountpoint: "/sys/fs/cgroup", Root: "/", Own: "/user.slice/session-1.scope"}},
+		{name: "repeated option, nsfs mount, hierarchy mounted twice", mi: "32 31 0:29 / /a rw - cgroup cgroup rw,cpu,cpuacct,cpu\n" +
+			"50 30 0:4 net:[4026532200] /run/netns/x rw - nsfs nsfs rw\n" +
+			"33 31 0:29 /x /b rw - cgroup cgroup rw,cpu,cpuacct\n", self: "2:cpu,cpuacct:/x/y\n", mode: ModeLegacy,
+			want: []Hierarchy{{Controllers: []string{"cpu", "cpuacct"}, Mountpoint: "/a", Root: "/", Own: "/x/y"}}},
 		{name: "only name=systemd", mi: "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", self: "1:name=systemd:/\n", err: ErrNoCgroups},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +113,9 @@ func TestDetectErrors(t *testing.T) {
 		{"malformed self", unifiedMountinfo, "0:/x\n"},
 		{"controller missing from self", hybridMountinfo, "0::/\n"},
 		{"v2 without 0:: line", unifiedMountinfo, "1:name=systemd:/\n"},
+		{"relative mount point", "32 31 0:29 / memory rw - cgroup cgroup rw,memory\n", "3:memory:/\n"},
+		{"root is no path", "32 31 0:29 cgroup:[1] /a rw - cgroup2 cgroup2 rw\n", "0::/\n"},
+		{"controller in two hierarchies", "32 31 0:29 / /a rw - cgroup cgroup rw,memory\n33 31 0:30 / /b rw - cgroup cgroup rw,cpu,memory\n", "3:memory:/\n2:cpu:/\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Detect(strings.NewReader(tc.mi), strings.NewReader(tc.self)); err == nil {
@@ -186,4 +193,110 @@ func TestPlacement(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzDetect(f *testing.F) {
+	legacy := strings.Replace(hybridMountinfo, "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n", "", 1)
+	for _, s := range [][2]string{
+		{unifiedMountinfo, unifiedSelf},
+		{hybridMountinfo, hybridSelf},
+		{legacy, hybridSelf},
+		{"32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+			"2:cpu,cpuacct:/a\n1:memory:/docker/x/y\n"},
+		{hybridMountinfo + "42 31 0:39 / /sys/fs/cgroup/elogind rw - cgroup cgroup rw,name=elogind\n43 31 0:37 / /mnt/systemd-again rw - cgroup cgroup rw,name=systemd\n",
+			"10:name=elogind:/e\n" + hybridSelf},
+		{unifiedMountinfo + "40 30 0:37 / /run/systemd-v1 rw - cgroup cgroup rw,name=systemd\n", "1:name=systemd:/\n" + unifiedSelf},
+		{"40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", "1:name=systemd:/\n"},
+		// Escaped paths, an nsfs bind mount (its root is no path), a
+		// cgroup namespace's view of an outer mount.
+		{`30 22 0:26 /../.. /sys/fs/cgroup/a\040b\134 rw - cgroup2 cgroup2 rw` + "\n" +
+			"50 30 0:4 net:[4026532200] /run/netns/x rw - nsfs nsfs rw\n", "0::/../x\n"},
+		// A hierarchy mounted twice, and one that overlaps it.
+		{"32 31 0:29 / /a rw - cgroup cgroup rw,cpu,cpuacct\n33 31 0:29 /x /b rw - cgroup cgroup rw,cpu,cpuacct\n" +
+			"34 31 0:30 / /c rw - cgroup cgroup rw,cpuacct,memory\n", "2:cpu,cpuacct:/\n3:memory:/\n"},
+		{"32 31 0:29 / /a rw - cgroup2 cgroup2\n", "0::/\n"},
+		{"32 31 0:29 / /a rw -  - cgroup cgroup rw,cpu\n", "0:cpu:/\n"},
+		{"32 31 0:29 / /a rw - cgroup cgroup rw,memory,memory\n", "3:memory:/\n"},
+		{"32 31 0:29 / /a rw - cgroup cgroup rw,memory\n33 31 0:30 / /b rw - cgroup cgroup rw,cpu,memory\n", "3:memory:/\n2:cpu:/\n"},
+		{"32 31 0:29 / a rw - cgroup cgroup rw,memory\n", "3:memory:/\n"},
+		{"garbage line\n", ""},
+		{unifiedMountinfo, "0:/x\n"},
+		{unifiedMountinfo, "1:name=systemd:/\n"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, mountinfo, self string) {
+		l, err := Detect(strings.NewReader(mountinfo), strings.NewReader(self))
+		if err != nil {
+			return
+		}
+		own, ownV2, err := ParseSelfCgroup(strings.NewReader(self))
+		if err != nil {
+			t.Fatalf("Detect accepted a /proc/self/cgroup that ParseSelfCgroup refuses: %v", err)
+		}
+		abs := func(h Hierarchy) {
+			t.Helper()
+			if !strings.HasPrefix(h.Mountpoint, "/") || !strings.HasPrefix(h.Root, "/") || !strings.HasPrefix(h.Own, "/") {
+				t.Fatalf("hierarchy %+v has a path that is not absolute", h)
+			}
+		}
+		switch l.Mode {
+		case ModeUnified:
+			if l.V2 == nil || len(l.V1) > 0 {
+				t.Fatalf("unified layout %+v", l)
+			}
+			abs(*l.V2)
+			if len(l.V2.Controllers) > 0 || l.V2.Name != "" || l.V2.Own != ownV2 {
+				t.Fatalf("v2 hierarchy %+v (own %q)", *l.V2, ownV2)
+			}
+			return
+		case ModeLegacy, ModeHybrid:
+			if l.V2 != nil || len(l.V1) == 0 || len(l.V1[0].Controllers) == 0 {
+				t.Fatalf("%v layout %+v", l.Mode, l)
+			}
+		default:
+			t.Fatalf("layout of mode %v", l.Mode)
+		}
+		seen := map[string]bool{}
+		for i, h := range l.V1 {
+			abs(h)
+			if len(h.Controllers) == 0 {
+				// The named systemd hierarchy, last.
+				if h.Name != NamedSystemd || i != len(l.V1)-1 || h.Own != own["name="+NamedSystemd] {
+					t.Fatalf("named hierarchy %d of %d: %+v", i, len(l.V1), h)
+				}
+				continue
+			}
+			if h.Name != "" || h.Own != own[h.Controllers[0]] {
+				t.Fatalf("controller hierarchy %+v", h)
+			}
+			for _, c := range h.Controllers {
+				if !v1Controllers[c] || seen[c] {
+					t.Fatalf("controller %q unknown or in two hierarchies: %+v", c, l.V1)
+				}
+				seen[c] = true
+			}
+		}
+	})
+}
+
+func FuzzParseSelfCgroup(f *testing.F) {
+	for _, s := range []string{hybridSelf, unifiedSelf, "0:/x\n", "1:name=systemd:/\n", "10:name=elogind:/e\n",
+		"2:cpu,cpuacct:/a\n1:memory:/docker/x/y\n", "0::/../x\n", "0::/a\n0::/b\n", "1:cpu:/a:b\n", "1:cpu,bogus,:/a\n", "5::/x\n", "1:cpu:x\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		own, ownV2, err := ParseSelfCgroup(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if ownV2 != "" && !strings.HasPrefix(ownV2, "/") {
+			t.Fatalf("v2 path %q is not absolute", ownV2)
+		}
+		for c, p := range own {
+			if !v1Controllers[c] && !strings.HasPrefix(c, "name=") || !strings.HasPrefix(p, "/") {
+				t.Fatalf("own[%q] = %q", c, p)
+			}
+		}
+	})
 }

@@ -3,6 +3,7 @@ package cninet
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -45,6 +46,9 @@ func TestParsePublish(t *testing.T) {
 		{spec: "+80:80", wantErr: "not a port number"},
 		{spec: "host:8080:80", wantErr: `host IP "host" is not an IP address`},
 		{spec: ":8080:80", wantErr: "empty host IP"},
+		{spec: "[fd00::1:8080:80", wantErr: "lacks its closing bracket"},
+		{spec: "fd00::1]:8080:80", wantErr: `host IP "fd00::1]" is not an IP address`},
+		{spec: "[10.0.0.1]:8080:80", wantErr: "only an IPv6 address is bracketed"},
 		{spec: "8000-8010:80-85", wantErr: "host range has 11 ports but container range has 6"},
 		{spec: "8010-8000:80-90", wantErr: "ends before it starts"},
 		{spec: "8000-:80", wantErr: "missing port"},
@@ -323,4 +327,65 @@ func TestSelfCleaning(t *testing.T) {
 	if SelfCleaning(nil) {
 		t.Error("SelfCleaning(nil) = true")
 	}
+}
+
+func FuzzParsePublish(f *testing.F) {
+	for _, s := range []string{"8080:80", "8080:80/udp", "53:53/SCTP", "127.0.0.1:8080:80/tcp", "[fd00::1]:8080:80",
+		"fd00::1:8080:80", "8000-8002:80-82", "10.0.0.1:9000-9001:9000-9001/udp", "80", "", ":80", "8080:", "8080:80/icmp",
+		"0:80", "8080:65536", "http:80", "+80:80", "host:8080:80", ":8080:80", "8000-8010:80-85", "8010-8000:80-90",
+		"8000-:80", "1-2000:1-2000", "1-1024:1-1024", "65535:65535/udp", "::ffff:10.0.0.1:80:80", "[fe80::1%eth0]:80:80",
+		"[::1]:1-3:4-6/", "[10.0.0.1]:80:80", "[fd00::1:80:80", "0.0.0.0:80-80:80", "80:80/tcp/udp", "0080:00080"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		ms, err := ParsePublish(spec)
+		if err != nil {
+			if !strings.Contains(err.Error(), "hostPort:containerPort") {
+				t.Fatalf("ParsePublish(%q) error %q does not show the expected syntax", spec, err)
+			}
+			return
+		}
+		if len(ms) == 0 || len(ms) > maxPublishRange {
+			t.Fatalf("ParsePublish(%q) gave %d mappings", spec, len(ms))
+		}
+		first := ms[0]
+		if p := first.Protocol; p != "tcp" && p != "udp" && p != "sctp" {
+			t.Fatalf("ParsePublish(%q) protocol %q", spec, p)
+		}
+		if first.HostIP != "" {
+			// The plugins and iptables take the address as written here.
+			addr, err := netip.ParseAddr(first.HostIP)
+			if err != nil || addr.Zone() != "" || addr.Is4In6() || addr.String() != first.HostIP {
+				t.Fatalf("ParsePublish(%q) host IP %q is not a plain canonical address", spec, first.HostIP)
+			}
+		}
+		for k, m := range ms {
+			want := PortMapping{HostPort: first.HostPort + k, ContainerPort: first.ContainerPort + k, Protocol: first.Protocol, HostIP: first.HostIP}
+			if m != want {
+				t.Fatalf("ParsePublish(%q) mapping %d is %+v, want %+v", spec, k, m, want)
+			}
+			if m.HostPort < 1 || m.HostPort > 65535 || m.ContainerPort < 1 || m.ContainerPort > 65535 {
+				t.Fatalf("ParsePublish(%q) mapping %+v has a port outside 1-65535", spec, m)
+			}
+		}
+		// Host IP text is a bare address or a bracketed IPv6 one.
+		if rest, _, _ := strings.Cut(spec, "/"); strings.Count(rest, ":") > 1 {
+			ip := rest[:strings.LastIndexByte(rest[:strings.LastIndexByte(rest, ':')], ':')]
+			if bracketed := strings.HasPrefix(ip, "["); bracketed != strings.HasSuffix(ip, "]") || bracketed && !strings.Contains(ip, ":") {
+				t.Fatalf("ParsePublish(%q) accepted host IP text %q", spec, ip)
+			}
+		}
+		last := ms[len(ms)-1]
+		ip := first.HostIP
+		if strings.Contains(ip, ":") {
+			ip = "[" + ip + "]"
+		}
+		text := fmt.Sprintf("%d-%d:%d-%d/%s", first.HostPort, last.HostPort, first.ContainerPort, last.ContainerPort, first.Protocol)
+		if ip != "" {
+			text = ip + ":" + text
+		}
+		if back, err := ParsePublish(text); err != nil || !reflect.DeepEqual(back, ms) {
+			t.Fatalf("ParsePublish(%q) = %+v, but its text %q parses to %+v, %v", spec, ms, text, back, err)
+		}
+	})
 }

@@ -49,9 +49,18 @@ func ParsePublish(spec string) ([]PortMapping, error) {
 		if hostIP == "" {
 			return fail("empty host IP")
 		}
-		addr, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(hostIP, "["), "]"))
+		text, bracketed := strings.CutPrefix(hostIP, "[")
+		if bracketed {
+			if text, bracketed = strings.CutSuffix(text, "]"); !bracketed {
+				return fail("host IP %q lacks its closing bracket", hostIP)
+			}
+		}
+		addr, err := netip.ParseAddr(text)
 		if err != nil || addr.Zone() != "" {
 			return fail("host IP %q is not an IP address", hostIP)
+		}
+		if bracketed && !addr.Is6() {
+			return fail("host IP %q: only an IPv6 address is bracketed", hostIP)
 		}
 		hostIP = addr.Unmap().String()
 	}

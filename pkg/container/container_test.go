@@ -1,11 +1,14 @@
 package container
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func TestParseStartTime(t *testing.T) {
@@ -77,6 +80,19 @@ func TestParseHostEntry(t *testing.T) {
 		{"db", HostEntry{}, false},
 		{":10.0.0.5", HostEntry{}, false},
 		{"db:notanip", HostEntry{}, false},
+		{"db:::ffff:10.0.0.5", HostEntry{"db", "::ffff:10.0.0.5"}, true},
+		{"db:fe80::1%eth0", HostEntry{}, false},
+		{"db:[10.0.0.5]", HostEntry{}, false},
+		{"db:[fd00::1", HostEntry{}, false},
+		{"db:fd00::1]", HostEntry{}, false},
+		{"db:[[fd00::1]]", HostEntry{}, false},
+		{"d b:10.0.0.5", HostEntry{}, false},
+		{"db\r:10.0.0.5", HostEntry{}, false},
+		{"db\u00a0x:10.0.0.5", HostEntry{}, false},
+		{"db#x:10.0.0.5", HostEntry{}, false},
+		{"db\x00:10.0.0.5", HostEntry{}, false},
+		{"db\xff:10.0.0.5", HostEntry{}, false},
+		{"dé.local:10.0.0.5", HostEntry{"dé.local", "10.0.0.5"}, true},
 	} {
 		got, err := ParseHostEntry(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
@@ -212,4 +228,46 @@ func TestCheckPidsRoom(t *testing.T) {
 			t.Errorf("checkPidsRoom(%d, init %v) = %v, want ok %v", c.limit, c.init, err, c.ok)
 		}
 	}
+}
+
+func FuzzParseHostEntry(f *testing.F) {
+	for _, s := range []string{"db:10.0.0.5", "v6:fd00::1", "v6:[fd00::1]", "db", ":10.0.0.5", "db:notanip",
+		"db:::ffff:10.0.0.5", "a.b-c_d:127.0.0.1", "db:fe80::1%eth0", "db:[10.0.0.5]", "db:[[fd00::1]]",
+		"db:fd00::1]", "d b:10.0.0.5", "db\r:10.0.0.5", "db#x:10.0.0.5", "db\x00:10.0.0.5", "dé:10.0.0.5", "db:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := ParseHostEntry(s)
+		if err != nil {
+			return
+		}
+		name, ipText, _ := strings.Cut(s, ":")
+		if e.Name != name || !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+			t.Fatalf("ParseHostEntry(%q) name %q is not a valid name", s, e.Name)
+		}
+		addr, err := netip.ParseAddr(e.IP)
+		if err != nil || addr.Zone() != "" || addr.String() != e.IP {
+			t.Fatalf("ParseHostEntry(%q) IP %q is not a plain canonical address", s, e.IP)
+		}
+		// Brackets may only enclose an IPv6 address.
+		if inner, ok := strings.CutPrefix(ipText, "["); ok {
+			inner, ok = strings.CutSuffix(inner, "]")
+			if a, err := netip.ParseAddr(inner); !ok || err != nil || a != addr || !addr.Is6() {
+				t.Fatalf("ParseHostEntry(%q) accepted IP text %q", s, ipText)
+			}
+		} else if a, err := netip.ParseAddr(ipText); err != nil || a != addr {
+			t.Fatalf("ParseHostEntry(%q) accepted IP text %q", s, ipText)
+		}
+		// The entry's line must read back as it was meant: the address
+		// and the one name, as a resolver splits /etc/hosts.
+		lines := strings.Split(strings.TrimSuffix(string(hostsFile("", []HostEntry{e})), "\n"), "\n")
+		line, _, _ := strings.Cut(lines[len(lines)-1], "#")
+		fields := strings.FieldsFunc(line, func(r rune) bool { return strings.ContainsRune(" \t\n\v\f\r", r) })
+		if len(fields) != 2 || fields[0] != e.IP || fields[1] != e.Name {
+			t.Fatalf("ParseHostEntry(%q) = %+v, whose hosts line %q reads as %q", s, e, lines[len(lines)-1], fields)
+		}
+		if back, err := ParseHostEntry(e.Name + ":" + e.IP); err != nil || back != e {
+			t.Fatalf("ParseHostEntry(%q) = %+v, but %q parses to %+v, %v", s, e, e.Name+":"+e.IP, back, err)
+		}
+	})
 }

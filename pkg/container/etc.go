@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -16,17 +18,45 @@ import (
 const hostResolvConf = "/etc/resolv.conf"
 
 // ParseHostEntry parses --add-host NAME:IP (the IP may be IPv6 and so
-// hold colons).
+// hold colons, bracketed or not).
 func ParseHostEntry(s string) (HostEntry, error) {
 	name, ip, ok := strings.Cut(s, ":")
-	if !ok || name == "" || strings.ContainsAny(name, " \t\n") {
+	if !ok || name == "" {
 		return HostEntry{}, fmt.Errorf("--add-host %q: want NAME:IP", s)
 	}
-	addr, err := netip.ParseAddr(strings.Trim(ip, "[]"))
-	if err != nil {
+	if !hostsName(name) {
+		return HostEntry{}, fmt.Errorf("--add-host %q: %q cannot be a name in /etc/hosts", s, name)
+	}
+	text, bracketed := strings.CutPrefix(ip, "[")
+	if bracketed {
+		if text, bracketed = strings.CutSuffix(text, "]"); !bracketed {
+			return HostEntry{}, fmt.Errorf("--add-host %q: %q lacks its closing bracket", s, ip)
+		}
+	}
+	addr, err := netip.ParseAddr(text)
+	if err != nil || bracketed && !addr.Is6() {
 		return HostEntry{}, fmt.Errorf("--add-host %q: %q is not an IP address", s, ip)
 	}
+	if addr.Zone() != "" {
+		// Resolvers read /etc/hosts addresses with inet_pton, which
+		// knows no zones: the line would be skipped.
+		return HostEntry{}, fmt.Errorf("--add-host %q: an /etc/hosts address cannot have a zone", s)
+	}
 	return HostEntry{Name: name, IP: addr.String()}, nil
+}
+
+// hostsName reports whether name stays one name on an /etc/hosts line,
+// which a resolver splits at white space and cuts at '#'.
+func hostsName(name string) bool {
+	if !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if r == ' ' || r == '#' || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // hostsFile is the container's /etc/hosts.
