@@ -182,21 +182,36 @@ func TestV1DestroyKeepsForeignParent(t *testing.T) {
 	}
 }
 
+// TestV1CreateRefusesExistingLeaf: a leaf that exists in any hierarchy,
+// a controller's or name=systemd's, is another container's; Create fails
+// and leaves it, and removes what it made itself.
 func TestV1CreateRefusesExistingLeaf(t *testing.T) {
-	l, prefix := fakeV1(t)
-	other := v1Leaf(prefix, "memory")
-	if err := os.MkdirAll(other, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Create(); !errors.Is(err, ErrExists) {
-		t.Fatalf("Create = %v, want ErrExists", err)
-	}
-	if _, err := os.Stat(other); err != nil {
-		t.Errorf("existing cgroup removed: %v", err)
+	for _, tc := range []struct {
+		name             string
+		existing, undone func(prefix string) string
+	}{
+		{"memory", func(p string) string { return v1Leaf(p, "memory") }, func(p string) string { return v1Leaf(p, "cpu") }},
+		{"name=systemd", systemdLeaf, func(p string) string { return v1Leaf(p, "memory") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, prefix := fakeV1(t)
+			if err := os.MkdirAll(tc.existing(prefix), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Create(); !errors.Is(err, ErrExists) {
+				t.Fatalf("Create = %v, want ErrExists", err)
+			}
+			if _, err := os.Stat(tc.existing(prefix)); err != nil {
+				t.Errorf("existing cgroup removed: %v", err)
+			}
+			if _, err := os.Stat(tc.undone(prefix)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("failed Create left %s: %v", tc.undone(prefix), err)
+			}
+		})
 	}
 }
 
@@ -404,24 +419,4 @@ func TestV1NamedSystemdSkipped(t *testing.T) {
 			}
 		})
 	}
-
-	t.Run("existing leaf", func(t *testing.T) {
-		l, prefix := fakeV1(t)
-		if err := os.MkdirAll(systemdLeaf(prefix), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		m, err := New(l, Config{ID: "c1", Host: testHost(), Prefix: prefix, Dirs: fakeDirs{v1Files}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Create(); !errors.Is(err, ErrExists) {
-			t.Fatalf("Create = %v, want ErrExists", err)
-		}
-		if _, err := os.Stat(systemdLeaf(prefix)); err != nil {
-			t.Errorf("the existing cgroup was removed: %v", err)
-		}
-		if _, err := os.Stat(v1Leaf(prefix, "memory")); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("failed Create left the memory cgroup: %v", err)
-		}
-	})
 }
