@@ -80,6 +80,11 @@ func run() (code int) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Output piped into a reader that quits early (| head) must not kill
+	// the program before its cleanups run: with SIGPIPE caught, writes to
+	// the closed pipe fail instead. A handler, unlike SIG_IGN, is not
+	// inherited by the tools measured.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	// Undone in reverse order, going on past failures so one does not
 	// strand the rest.
