@@ -117,15 +117,39 @@ func (s Set) Names() []string {
 func (s Set) String() string { return fmt.Sprintf("%016x", uint64(s)) }
 
 // Parse returns the number of a capability given as "NET_ADMIN",
-// "CAP_NET_ADMIN" or "net_admin".
+// "CAP_NET_ADMIN" or "net_admin". Case is folded in ASCII only:
+// strings.ToUpper would take "cap_ſys_admin" (a long s) for SYS_ADMIN.
 func Parse(name string) (int, error) {
-	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "CAP_")
+	n := strings.TrimSpace(name)
+	if len(n) > 4 && asciiEqualFold(n[:4], "CAP_") {
+		n = n[4:]
+	}
 	for c, cn := range names {
-		if cn == n {
+		if asciiEqualFold(cn, n) {
 			return c, nil
 		}
 	}
 	return 0, fmt.Errorf("%w: %q", ErrUnknown, name)
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII letters only.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if 'a' <= y && y <= 'z' {
+			y -= 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // Resolve computes a container's set the way Docker does: "ALL" in drop

@@ -87,6 +87,10 @@ func TestParse(t *testing.T) {
 		{"cap_sys_admin", unix.CAP_SYS_ADMIN, false},
 		{" chown ", unix.CAP_CHOWN, false},
 		{"CHECKPOINT_RESTORE", unix.CAP_CHECKPOINT_RESTORE, false},
+		{"Cap_Net_Admin", unix.CAP_NET_ADMIN, false},
+		{"cap_\u017fys_admin", 0, true}, // a long s is not an s
+		{"\u017fYS_ADMIN", 0, true},
+		{"CAP_", 0, true},
 		{"NET_ADMINX", 0, true},
 		{"", 0, true},
 		{"ALL", 0, true},
