@@ -49,18 +49,9 @@ func ParsePublish(spec string) ([]PortMapping, error) {
 		if hostIP == "" {
 			return fail("empty host IP")
 		}
-		text, bracketed := strings.CutPrefix(hostIP, "[")
-		if bracketed {
-			if text, bracketed = strings.CutSuffix(text, "]"); !bracketed {
-				return fail("host IP %q lacks its closing bracket", hostIP)
-			}
-		}
-		addr, err := netip.ParseAddr(text)
-		if err != nil || addr.Zone() != "" {
-			return fail("host IP %q is not an IP address", hostIP)
-		}
-		if bracketed && !addr.Is6() {
-			return fail("host IP %q: only an IPv6 address is bracketed", hostIP)
+		addr, err := ParseHostIP(hostIP)
+		if err != nil {
+			return fail("host IP %v", err)
 		}
 		hostIP = addr.Unmap().String()
 	}
@@ -84,6 +75,29 @@ func ParsePublish(spec string) ([]PortMapping, error) {
 		out = append(out, PortMapping{HostPort: hostLo + k, ContainerPort: ctrLo + k, Protocol: proto, HostIP: hostIP})
 	}
 	return out, nil
+}
+
+// ParseHostIP parses an IP address given on nsnet's command line (-p,
+// --add-host): an IPv6 address may be bracketed ("[fd00::1]"), as in URLs,
+// and a zone is refused, as neither a port mapping nor a resolver reading
+// /etc/hosts (inet_pton) can use one.
+func ParseHostIP(s string) (netip.Addr, error) {
+	text, bracketed := strings.CutPrefix(s, "[")
+	if bracketed {
+		if text, bracketed = strings.CutSuffix(text, "]"); !bracketed {
+			return netip.Addr{}, fmt.Errorf("%q lacks its closing bracket", s)
+		}
+	}
+	addr, err := netip.ParseAddr(text)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	case bracketed && !addr.Is6():
+		return netip.Addr{}, fmt.Errorf("%q: only an IPv6 address is bracketed", s)
+	case addr.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("%q: an address with a zone cannot be used here", s)
+	}
+	return addr, nil
 }
 
 func parsePortRange(s string) (lo, hi int, err error) {

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/nsnet/nsnet/pkg/cninet"
 )
 
 // hostResolvConf is read for the container's resolv.conf.
@@ -27,20 +29,9 @@ func ParseHostEntry(s string) (HostEntry, error) {
 	if !hostsName(name) {
 		return HostEntry{}, fmt.Errorf("--add-host %q: %q cannot be a name in /etc/hosts", s, name)
 	}
-	text, bracketed := strings.CutPrefix(ip, "[")
-	if bracketed {
-		if text, bracketed = strings.CutSuffix(text, "]"); !bracketed {
-			return HostEntry{}, fmt.Errorf("--add-host %q: %q lacks its closing bracket", s, ip)
-		}
-	}
-	addr, err := netip.ParseAddr(text)
-	if err != nil || bracketed && !addr.Is6() {
-		return HostEntry{}, fmt.Errorf("--add-host %q: %q is not an IP address", s, ip)
-	}
-	if addr.Zone() != "" {
-		// Resolvers read /etc/hosts addresses with inet_pton, which
-		// knows no zones: the line would be skipped.
-		return HostEntry{}, fmt.Errorf("--add-host %q: an /etc/hosts address cannot have a zone", s)
+	addr, err := cninet.ParseHostIP(ip)
+	if err != nil {
+		return HostEntry{}, fmt.Errorf("--add-host %q: %w", s, err)
 	}
 	return HostEntry{Name: name, IP: addr.String()}, nil
 }
