@@ -26,10 +26,10 @@ type v1Manager struct {
 	// anyway.
 	devLeaf   string
 	devLevels []string
-	// namedLeaf and namedLevels place the container in the name=systemd
-	// hierarchy. It holds no controllers, so a Create that cannot write
-	// it leaves it out (namedLeaf then "") and records why in skipped.
-	namedLeaf   string
+	// namedLevels place the container in the name=systemd hierarchy
+	// (the last is its cgroup). It holds no controllers, so a Create that
+	// cannot write it leaves it out (namedLevels then nil) and records
+	// why in skipped.
 	namedLevels []string
 	namedMount  string
 	skipped     []Skip
@@ -46,7 +46,7 @@ func newV1(b base, hs []Hierarchy) (*v1Manager, error) {
 			for _, d := range levels[:len(levels)-1] {
 				m.parents[d] = true
 			}
-			m.namedLeaf, m.namedLevels, m.namedMount = levels[len(levels)-1], levels, h.Mountpoint
+			m.namedLevels, m.namedMount = levels, h.Mountpoint
 			continue
 		}
 		used, devices := false, false
@@ -131,7 +131,7 @@ func (m *v1Manager) create() error {
 // not the caller's to write): it carries no limits. An existing leaf is
 // another container's, an error as in the other hierarchies.
 func (m *v1Manager) createNamed() error {
-	if m.namedLeaf == "" {
+	if m.namedLevels == nil {
 		return nil
 	}
 	err := m.mkdirs(m.namedLevels, nil)
@@ -139,7 +139,7 @@ func (m *v1Manager) createNamed() error {
 		return err
 	}
 	m.skipped = append(m.skipped, Skip{Mountpoint: m.namedMount, Err: err})
-	m.namedLeaf = ""
+	m.namedLevels = nil
 	return nil
 }
 
@@ -184,10 +184,18 @@ func (m *v1Manager) joined() []string {
 	if m.devLeaf != "" && exists(m.devLeaf, "") {
 		out = append(out[:len(out):len(out)], m.devLeaf)
 	}
-	if m.namedLeaf != "" {
-		out = append(out[:len(out):len(out)], m.namedLeaf)
+	if l := m.namedLeaf(); l != "" {
+		out = append(out[:len(out):len(out)], l)
 	}
 	return out
+}
+
+// namedLeaf is the container's name=systemd cgroup, "" without one.
+func (m *v1Manager) namedLeaf() string {
+	if len(m.namedLevels) == 0 {
+		return ""
+	}
+	return m.namedLevels[len(m.namedLevels)-1]
 }
 
 // Skipped lists the hierarchies Create left out.
@@ -408,7 +416,7 @@ func (m *v1Manager) Thaw() error   { return m.freezer("THAWED") }
 // missing leaf.
 func (m *v1Manager) Destroy() error {
 	leaves := m.leaves
-	for _, l := range []string{m.devLeaf, m.namedLeaf} {
+	for _, l := range []string{m.devLeaf, m.namedLeaf()} {
 		if l != "" {
 			leaves = append(leaves[:len(leaves):len(leaves)], l)
 		}
